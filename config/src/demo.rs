@@ -1,0 +1,12 @@
+//! The embedded demo configuration, used when infergate starts without a config file.
+
+use crate::schema::Config;
+
+/// The demo config as shipped (TOML text), so `infergate validate` and docs can show it.
+pub const DEMO_CONFIG_TOML: &str = include_str!("demo.toml");
+
+/// The parsed demo config; it is validated by this crate's tests, so parsing cannot fail at run time
+/// unless the binary was built from a broken tree.
+pub fn demo_config() -> Result<Config, crate::ConfigError> {
+    Config::from_toml_str(DEMO_CONFIG_TOML)
+}

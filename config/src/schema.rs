@@ -1,0 +1,329 @@
+//! The configuration schema: every setting with its default. Ranges live in `validate.rs`.
+
+use crate::duration::HumanDuration;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Data-plane listeners and request limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The operator-facing listener (state, metrics).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Model deployments by public name.
+    #[serde(default)]
+    pub deployments: BTreeMap<String, DeploymentConfig>,
+}
+
+/// Settings of the OpenAI-compatible data plane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Addresses the proxy accepts client traffic on.
+    pub listeners: Vec<ListenerConfig>,
+    /// Largest request body accepted, in bytes (prompts reach megabytes).
+    pub max_body_size: u64,
+    /// How long in-flight requests may take to finish when infergate is asked to stop.
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listeners: vec![ListenerConfig::default()],
+            max_body_size: 32 * 1024 * 1024,
+            shutdown_grace: HumanDuration::secs(30),
+        }
+    }
+}
+
+/// One downstream listener: plain HTTP/1.1 + h2c, or TLS with ALPN h2/http1.1.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// `host:port` to bind; port 0 lets the OS choose (the chosen address is printed).
+    pub address: String,
+    /// Accept HTTP/2 with prior knowledge on a plain-text listener.
+    pub h2c: bool,
+    /// Serve TLS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            address: "127.0.0.1:8080".into(),
+            h2c: true,
+            tls: None,
+        }
+    }
+}
+
+/// Certificate and key for a TLS listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+}
+
+/// The admin listener: live state of deployments and Prometheus-style counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `host:port` to bind; empty disables the admin listener.
+    pub address: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            address: "127.0.0.1:8081".into(),
+        }
+    }
+}
+
+/// Which load signal drives autoscaling (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// In-flight plus waiting requests.
+    #[default]
+    Concurrency,
+    /// Waiting requests (ours plus the replicas' own queues).
+    QueueDepth,
+    /// The replicas' KV-cache use as a fraction.
+    KvCacheUsage,
+}
+
+/// Named bundles of settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// Min 0 and max 1, not changeable: cheap iteration on a model.
+    Development,
+}
+
+/// One model deployment: its names, autoscaling settings, queue, health check and backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Other names clients may put in the `model` field.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Routing by path prefix or host when a request names no model.
+    #[serde(default)]
+    pub route: RouteConfig,
+    /// A preset that pins some settings.
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    /// Floor of replicas; 0 enables scale to zero.
+    #[serde(default)]
+    pub min_replicas: u32,
+    /// Ceiling of replicas.
+    #[serde(default = "defaults::max_replicas")]
+    pub max_replicas: u32,
+    /// Load is averaged over this window.
+    #[serde(default = "defaults::autoscaling_window")]
+    pub autoscaling_window: HumanDuration,
+    /// Load must stay low this long before replicas are removed.
+    #[serde(default = "defaults::scale_down_delay")]
+    pub scale_down_delay: HumanDuration,
+    /// Requests one replica should carry.
+    #[serde(default = "defaults::concurrency_target")]
+    pub concurrency_target: u32,
+    /// Headroom in percent: scale when load per replica passes target × utilization.
+    #[serde(default = "defaults::target_utilization")]
+    pub target_utilization: u32,
+    /// What load means.
+    #[serde(default)]
+    pub metric: Metric,
+    /// Most requests one replica may carry at once; 0 = unlimited.
+    #[serde(default)]
+    pub replica_concurrency: u32,
+    /// How long a starting replica may take to pass its readiness check.
+    #[serde(default = "defaults::startup_timeout")]
+    pub startup_timeout: HumanDuration,
+    /// Readiness check of replicas.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// Holding requests while no replica can take them.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Timeouts towards replicas.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// Stopping replicas: drain then signal.
+    #[serde(default)]
+    pub stop: StopConfig,
+    /// Where replicas come from.
+    pub backend: BackendConfig,
+}
+
+/// Routing of requests that carry no `model` field.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// Requests whose path starts with this prefix go here; the prefix is stripped upstream.
+    pub path_prefix: Option<String>,
+    /// Requests whose Host header (without port) is one of these go here.
+    pub hosts: Vec<String>,
+}
+
+/// Readiness polling of replicas.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Path answered 2xx by a ready replica.
+    pub path: String,
+    /// Poll interval while a replica starts (and for static replicas, always).
+    pub interval: HumanDuration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            path: "/health".into(),
+            interval: HumanDuration::millis(250),
+        }
+    }
+}
+
+/// The per-deployment FIFO that holds requests while no replica can take them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Longest a request may wait before it is answered 504.
+    pub max_wait: HumanDuration,
+    /// Most requests held at once; more are answered 503 with Retry-After.
+    pub max_waiting: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_wait: HumanDuration::secs(600),
+            max_waiting: 1000,
+        }
+    }
+}
+
+/// Timeouts on the way to a replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// TCP connect timeout; a failed connect is retried on another replica.
+    pub connect_timeout: HumanDuration,
+    /// Longest wait for the response headers (prefill of a long prompt takes a while).
+    pub response_timeout: HumanDuration,
+    /// Longest silence between two chunks of a response body.
+    pub idle_timeout: HumanDuration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout: HumanDuration::secs(2),
+            response_timeout: HumanDuration::secs(600),
+            idle_timeout: HumanDuration::secs(300),
+        }
+    }
+}
+
+/// How replicas are stopped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StopConfig {
+    /// Longest wait for a draining replica's in-flight requests to finish.
+    pub drain_timeout: HumanDuration,
+    /// Time between SIGTERM and SIGKILL.
+    pub kill_grace: HumanDuration,
+}
+
+impl Default for StopConfig {
+    fn default() -> Self {
+        StopConfig {
+            drain_timeout: HumanDuration::secs(120),
+            kill_grace: HumanDuration::secs(10),
+        }
+    }
+}
+
+/// Where a deployment's replicas come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// Child processes started from a command template.
+    Process(ProcessBackendConfig),
+    /// Fixed replica URLs: routing, counting and queueing, no actuation.
+    Static(StaticBackendConfig),
+}
+
+/// Starts model servers as child processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessBackendConfig {
+    /// Program and arguments; `{port}`, `{replica}`, `{model}` and `{infergate}` (this binary)
+    /// are substituted.
+    pub command: Vec<String>,
+    /// Extra environment variables for the model server.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// GPU ids handed out through `CUDA_VISIBLE_DEVICES`.
+    #[serde(default)]
+    pub gpus: Vec<String>,
+    /// GPUs each replica takes from the pool.
+    #[serde(default)]
+    pub gpus_per_replica: u32,
+}
+
+/// Routes to model servers someone else runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticBackendConfig {
+    /// `http://host:port` of each replica.
+    pub urls: Vec<String>,
+}
+
+mod defaults {
+    use super::HumanDuration;
+    pub fn startup_timeout() -> HumanDuration {
+        HumanDuration::secs(1200)
+    }
+    pub fn max_replicas() -> u32 {
+        1
+    }
+    pub fn autoscaling_window() -> HumanDuration {
+        HumanDuration::secs(60)
+    }
+    pub fn scale_down_delay() -> HumanDuration {
+        HumanDuration::secs(900)
+    }
+    pub fn concurrency_target() -> u32 {
+        1
+    }
+    pub fn target_utilization() -> u32 {
+        70
+    }
+}
+
+impl DeploymentConfig {
+    /// Every name a client may use for this deployment: the name itself, then its aliases.
+    pub fn names<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        std::iter::once(name).chain(self.aliases.iter().map(String::as_str))
+    }
+
+    /// The replica ceiling after presets are applied.
+    pub fn effective_max_replicas(&self) -> u32 {
+        match self.preset {
+            Some(Preset::Development) => 1,
+            None => self.max_replicas,
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Validation: every setting checked against its allowed range, errors naming the field path.
+
+use crate::duration::HumanDuration;
+use crate::schema::*;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One invalid setting: where it is and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path of the setting, e.g. `deployments.llama.max_replicas`.
+    pub field: String,
+    /// What is allowed and what was found.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The TOML did not parse or did not match the schema.
+    #[error("{0}")]
+    Parse(String),
+    /// Settings out of range; one entry per field.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<FieldError>),
+}
+
+/// Collects field errors while walking the config.
+#[derive(Default)]
+struct Checker {
+    errors: Vec<FieldError>,
+}
+
+impl Checker {
+    fn fail(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn int_range(&mut self, field: &str, value: u64, min: u64, max: u64, unit: &str) {
+        if value < min || value > max {
+            self.fail(
+                field,
+                format!("must be between {min} and {max}{unit}, got {value}"),
+            );
+        }
+    }
+
+    fn duration_range(&mut self, field: &str, value: HumanDuration, min: Duration, max: Duration) {
+        if value.get() < min || value.get() > max {
+            self.fail(
+                field,
+                format!(
+                    "must be between {} and {}, got {}",
+                    HumanDuration(min),
+                    HumanDuration(max),
+                    value
+                ),
+            );
+        }
+    }
+
+    fn socket_addr(&mut self, field: &str, value: &str) {
+        if value.parse::<SocketAddr>().is_err() {
+            self.fail(
+                field,
+                format!("must be an IP:port such as 127.0.0.1:8080, got {value:?}"),
+            );
+        }
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86400);
+
+impl Config {
+    /// Checks every setting; all problems are reported at once, each naming its field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut c = Checker::default();
+        self.server.check(&mut c);
+        if !self.admin.address.is_empty() {
+            c.socket_addr("admin.address", &self.admin.address);
+        }
+        if self.deployments.is_empty() {
+            c.fail("deployments", "at least one deployment is required");
+        }
+        let mut owners: HashMap<&str, &str> = HashMap::new();
+        for (name, d) in &self.deployments {
+            let path = format!("deployments.{name}");
+            if name.is_empty() || !name.chars().all(valid_name_char) {
+                c.fail(
+                    &path,
+                    "a deployment name may hold only letters, digits and . _ - : /",
+                );
+            }
+            for (i, alias) in d.aliases.iter().enumerate() {
+                if alias.is_empty() || !alias.chars().all(valid_name_char) {
+                    c.fail(
+                        format!("{path}.aliases[{i}]"),
+                        format!("a model name may hold only letters, digits and . _ - : /, got {alias:?}"),
+                    );
+                }
+            }
+            for model in d.names(name) {
+                if let Some(other) = owners.insert(model, name) {
+                    if other != name {
+                        c.fail(
+                            format!("{path}.aliases"),
+                            format!("model name {model:?} is already used by deployment {other:?}"),
+                        );
+                    }
+                }
+            }
+            d.check(&path, &mut c);
+        }
+        if c.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(c.errors))
+        }
+    }
+}
+
+fn valid_name_char(ch: char) -> bool {
+    ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-' | ':' | '/')
+}
+
+impl ServerConfig {
+    fn check(&self, c: &mut Checker) {
+        if self.listeners.is_empty() {
+            c.fail("server.listeners", "at least one listener is required");
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            let path = format!("server.listeners[{i}]");
+            c.socket_addr(&format!("{path}.address"), &l.address);
+            if let Some(tls) = &l.tls {
+                for (field, file) in [("cert", &tls.cert), ("key", &tls.key)] {
+                    if std::fs::metadata(file).is_err() {
+                        c.fail(
+                            format!("{path}.tls.{field}"),
+                            format!("file {file:?} cannot be read"),
+                        );
+                    }
+                }
+            }
+        }
+        c.int_range(
+            "server.max_body_size",
+            self.max_body_size,
+            1024,
+            1 << 30,
+            " bytes",
+        );
+        c.duration_range(
+            "server.shutdown_grace",
+            self.shutdown_grace,
+            Duration::ZERO,
+            HOUR,
+        );
+    }
+}
+
+impl DeploymentConfig {
+    fn check(&self, path: &str, c: &mut Checker) {
+        let f = |field: &str| format!("{path}.{field}");
+        if self.max_replicas < 1 {
+            c.fail(
+                f("max_replicas"),
+                format!("must be ≥ 1, got {}", self.max_replicas),
+            );
+        } else if self.max_replicas < self.min_replicas {
+            c.fail(
+                f("max_replicas"),
+                format!(
+                    "must be ≥ min_replicas ({}), got {}",
+                    self.min_replicas, self.max_replicas
+                ),
+            );
+        }
+        c.int_range(&f("max_replicas"), self.max_replicas.into(), 1, 1000, "");
+        if self.preset == Some(Preset::Development) {
+            if self.min_replicas != 0 {
+                c.fail(
+                    f("min_replicas"),
+                    format!(
+                        "is fixed at 0 by preset \"development\", got {}",
+                        self.min_replicas
+                    ),
+                );
+            }
+            if self.max_replicas != 1 {
+                c.fail(
+                    f("max_replicas"),
+                    format!(
+                        "is fixed at 1 by preset \"development\", got {}",
+                        self.max_replicas
+                    ),
+                );
+            }
+        }
+        c.duration_range(
+            &f("autoscaling_window"),
+            self.autoscaling_window,
+            10 * SECOND,
+            HOUR,
+        );
+        c.duration_range(
+            &f("scale_down_delay"),
+            self.scale_down_delay,
+            Duration::ZERO,
+            HOUR,
+        );
+        c.int_range(
+            &f("concurrency_target"),
+            self.concurrency_target.into(),
+            1,
+            100_000,
+            "",
+        );
+        c.int_range(
+            &f("target_utilization"),
+            self.target_utilization.into(),
+            1,
+            100,
+            " (percent)",
+        );
+        c.int_range(
+            &f("replica_concurrency"),
+            self.replica_concurrency.into(),
+            0,
+            100_000,
+            " (0 = unlimited)",
+        );
+        c.duration_range(&f("startup_timeout"), self.startup_timeout, SECOND, DAY);
+        if !self.health.path.starts_with('/') {
+            c.fail(
+                f("health.path"),
+                format!("must start with '/', got {:?}", self.health.path),
+            );
+        }
+        c.duration_range(
+            &f("health.interval"),
+            self.health.interval,
+            Duration::from_millis(10),
+            60 * SECOND,
+        );
+        c.duration_range(
+            &f("queue.max_wait"),
+            self.queue.max_wait,
+            Duration::from_millis(1),
+            DAY,
+        );
+        c.int_range(
+            &f("queue.max_waiting"),
+            self.queue.max_waiting.into(),
+            0,
+            1_000_000,
+            "",
+        );
+        c.duration_range(
+            &f("upstream.connect_timeout"),
+            self.upstream.connect_timeout,
+            Duration::from_millis(10),
+            60 * SECOND,
+        );
+        c.duration_range(
+            &f("upstream.response_timeout"),
+            self.upstream.response_timeout,
+            Duration::from_millis(100),
+            DAY,
+        );
+        c.duration_range(
+            &f("upstream.idle_timeout"),
+            self.upstream.idle_timeout,
+            Duration::from_millis(100),
+            DAY,
+        );
+        c.duration_range(
+            &f("stop.drain_timeout"),
+            self.stop.drain_timeout,
+            Duration::ZERO,
+            DAY,
+        );
+        c.duration_range(
+            &f("stop.kill_grace"),
+            self.stop.kill_grace,
+            Duration::ZERO,
+            600 * SECOND,
+        );
+        if let Some(prefix) = &self.route.path_prefix {
+            if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+                c.fail(
+                    f("route.path_prefix"),
+                    format!("must look like \"/name\" (leading '/', no trailing '/'), got {prefix:?}"),
+                );
+            }
+        }
+        match &self.backend {
+            BackendConfig::Process(p) => {
+                if p.command.first().is_none_or(|s| s.trim().is_empty()) {
+                    c.fail(
+                        f("backend.command"),
+                        "must name a program, e.g. [\"vllm\", \"serve\", \"...\", \"--port\", \"{port}\"]",
+                    );
+                }
+                let needed = u64::from(self.effective_max_replicas()) * u64::from(p.gpus_per_replica);
+                if needed > p.gpus.len() as u64 {
+                    c.fail(
+                        f("backend.gpus"),
+                        format!(
+                            "must hold max_replicas ({}) × gpus_per_replica ({}) = {needed} GPUs, got {}",
+                            self.effective_max_replicas(),
+                            p.gpus_per_replica,
+                            p.gpus.len()
+                        ),
+                    );
+                }
+            }
+            BackendConfig::Static(s) => {
+                if s.urls.is_empty() {
+                    c.fail(f("backend.urls"), "must list at least one replica URL");
+                }
+                for (i, url) in s.urls.iter().enumerate() {
+                    if parse_http_url(url).is_none() {
+                        c.fail(
+                            format!("{path}.backend.urls[{i}]"),
+                            format!("must look like http://127.0.0.1:8000, got {url:?}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Splits `http://host:port[/]` into `host:port`; `None` if it is not of that form.
+pub fn parse_http_url(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = authority.rsplit_once(':')?;
+    if host.is_empty() || authority.contains('/') || port.parse::<u16>().is_err() {
+        return None;
+    }
+    Some(authority)
+}

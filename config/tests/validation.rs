@@ -1,0 +1,141 @@
+//! Every setting out of range yields an error naming the field and the range.
+
+use infergate_config::{demo_config, Config, ConfigError};
+
+fn base(extra: &str) -> String {
+    format!(
+        r#"
+[deployments.llama]
+{extra}
+[deployments.llama.backend]
+type = "process"
+command = ["sim", "--port", "{{port}}"]
+"#
+    )
+}
+
+fn errors_of(text: &str) -> Vec<String> {
+    match Config::from_toml_str(text) {
+        Ok(_) => vec![],
+        Err(ConfigError::Invalid(errs)) => errs.iter().map(|e| e.to_string()).collect(),
+        Err(other) => vec![other.to_string()],
+    }
+}
+
+fn assert_error(extra: &str, expected: &str) {
+    let errs = errors_of(&base(extra));
+    assert!(
+        errs.iter().any(|e| e == expected),
+        "for `{extra}` expected error `{expected}`, got {errs:#?}"
+    );
+}
+
+#[test]
+fn demo_config_is_valid() {
+    let config = demo_config().expect("demo config must validate");
+    assert_eq!(config.deployments.len(), 2);
+    assert!(config.deployments.values().any(|d| d.min_replicas == 0));
+}
+
+#[test]
+fn defaults_follow_the_spec() {
+    let config = Config::from_toml_str(&base("")).unwrap();
+    let d = &config.deployments["llama"];
+    assert_eq!(d.min_replicas, 0);
+    assert_eq!(d.max_replicas, 1);
+    assert_eq!(d.autoscaling_window.get().as_secs(), 60);
+    assert_eq!(d.scale_down_delay.get().as_secs(), 900);
+    assert_eq!(d.concurrency_target, 1);
+    assert_eq!(d.target_utilization, 70);
+    assert_eq!(d.replica_concurrency, 0);
+    assert_eq!(d.startup_timeout.get().as_secs(), 1200);
+    assert_eq!(d.health.path, "/health");
+    assert_eq!(d.health.interval.get().as_millis(), 250);
+    assert_eq!(d.queue.max_wait.get().as_secs(), 600);
+    assert_eq!(d.queue.max_waiting, 1000);
+}
+
+#[test]
+fn max_below_min_names_both() {
+    assert_error(
+        "min_replicas = 2\nmax_replicas = 1",
+        "deployments.llama.max_replicas: must be ≥ min_replicas (2), got 1",
+    );
+}
+
+#[test]
+fn every_range_is_named() {
+    let cases = [
+        ("max_replicas = 0", "deployments.llama.max_replicas: must be ≥ 1, got 0"),
+        ("max_replicas = 5000", "deployments.llama.max_replicas: must be between 1 and 1000, got 5000"),
+        ("autoscaling_window = \"5s\"", "deployments.llama.autoscaling_window: must be between 10s and 1h, got 5s"),
+        ("autoscaling_window = \"2h\"", "deployments.llama.autoscaling_window: must be between 10s and 1h, got 2h"),
+        ("scale_down_delay = \"2h\"", "deployments.llama.scale_down_delay: must be between 0s and 1h, got 2h"),
+        ("concurrency_target = 0", "deployments.llama.concurrency_target: must be between 1 and 100000, got 0"),
+        ("target_utilization = 0", "deployments.llama.target_utilization: must be between 1 and 100 (percent), got 0"),
+        ("target_utilization = 101", "deployments.llama.target_utilization: must be between 1 and 100 (percent), got 101"),
+        ("replica_concurrency = 200000", "deployments.llama.replica_concurrency: must be between 0 and 100000 (0 = unlimited), got 200000"),
+        ("startup_timeout = \"0s\"", "deployments.llama.startup_timeout: must be between 1s and 1day, got 0s"),
+        ("startup_timeout = \"3days\"", "deployments.llama.startup_timeout: must be between 1s and 1day, got 3days"),
+        ("health = { path = \"health\" }", "deployments.llama.health.path: must start with '/', got \"health\""),
+        ("health = { interval = \"1ms\" }", "deployments.llama.health.interval: must be between 10ms and 1m, got 1ms"),
+        ("queue = { max_wait = \"0s\" }", "deployments.llama.queue.max_wait: must be between 1ms and 1day, got 0s"),
+        ("queue = { max_waiting = 2000000 }", "deployments.llama.queue.max_waiting: must be between 0 and 1000000, got 2000000"),
+        ("upstream = { connect_timeout = \"1ms\" }", "deployments.llama.upstream.connect_timeout: must be between 10ms and 1m, got 1ms"),
+        ("upstream = { response_timeout = \"1ms\" }", "deployments.llama.upstream.response_timeout: must be between 100ms and 1day, got 1ms"),
+        ("upstream = { idle_timeout = \"2days\" }", "deployments.llama.upstream.idle_timeout: must be between 100ms and 1day, got 2days"),
+        ("stop = { kill_grace = \"1h\" }", "deployments.llama.stop.kill_grace: must be between 0s and 10m, got 1h"),
+        ("stop = { drain_timeout = \"2days\" }", "deployments.llama.stop.drain_timeout: must be between 0s and 1day, got 2days"),
+        ("route = { path_prefix = \"llama\" }", "deployments.llama.route.path_prefix: must look like \"/name\" (leading '/', no trailing '/'), got \"llama\""),
+        ("preset = \"development\"\nmin_replicas = 1\nmax_replicas = 1", "deployments.llama.min_replicas: is fixed at 0 by preset \"development\", got 1"),
+        ("preset = \"development\"\nmax_replicas = 3", "deployments.llama.max_replicas: is fixed at 1 by preset \"development\", got 3"),
+    ];
+    for (extra, expected) in cases {
+        assert_error(extra, expected);
+    }
+}
+
+#[test]
+fn server_and_backend_settings_are_checked() {
+    let text = r#"
+[server]
+listeners = [{ address = "localhost" }]
+max_body_size = 10
+shutdown_grace = "2h"
+[admin]
+address = "nowhere"
+[deployments.a]
+max_replicas = 2
+[deployments.a.backend]
+type = "process"
+command = []
+gpus = ["0"]
+gpus_per_replica = 1
+[deployments.b]
+aliases = ["a"]
+[deployments.b.backend]
+type = "static"
+urls = ["https://x:1", "http://127.0.0.1:9000"]
+"#;
+    let errs = errors_of(text);
+    for expected in [
+        "server.listeners[0].address: must be an IP:port such as 127.0.0.1:8080, got \"localhost\"",
+        "server.max_body_size: must be between 1024 and 1073741824 bytes, got 10",
+        "server.shutdown_grace: must be between 0s and 1h, got 2h",
+        "admin.address: must be an IP:port such as 127.0.0.1:8080, got \"nowhere\"",
+        "deployments.a.backend.command: must name a program, e.g. [\"vllm\", \"serve\", \"...\", \"--port\", \"{port}\"]",
+        "deployments.a.backend.gpus: must hold max_replicas (2) × gpus_per_replica (1) = 2 GPUs, got 1",
+        "deployments.b.aliases: model name \"a\" is already used by deployment \"a\"",
+        "deployments.b.backend.urls[0]: must look like http://127.0.0.1:8000, got \"https://x:1\"",
+    ] {
+        assert!(errs.iter().any(|e| e == expected), "expected `{expected}` in {errs:#?}");
+    }
+}
+
+#[test]
+fn unknown_fields_and_bad_durations_are_refused() {
+    let errs = errors_of(&base("max_replica = 2"));
+    assert!(errs[0].contains("unknown field `max_replica`"), "{errs:?}");
+    let errs = errors_of(&base("scale_down_delay = \"soon\""));
+    assert!(errs[0].contains("invalid duration \"soon\""), "{errs:?}");
+}
