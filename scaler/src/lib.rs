@@ -1,1 +1,16 @@
-//! placeholder
+//! Replica management for infergate: the shared replica pool the data plane draws from, the scaling
+//! policy (a pure function), the lifecycle controller that actuates it, and the backends that start
+//! and stop replicas.
+//!
+//! Nothing here speaks HTTP to clients; the proxy crate owns the data plane.
+
+pub mod backend;
+pub mod controller;
+pub mod health;
+pub mod policy;
+pub mod pool;
+pub mod replica;
+
+pub use controller::{Controller, ControllerHandle};
+pub use pool::{AcquireError, Acquired, ReplicaPool, Slot};
+pub use replica::{Replica, ReplicaState};

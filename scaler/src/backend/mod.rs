@@ -1,0 +1,77 @@
+//! Backends: where replicas come from. The controller talks to every backend through [`Backend`],
+//! so a Kubernetes backend can be added without touching the controller or the data plane.
+
+mod process;
+mod static_urls;
+
+pub use process::ProcessBackend;
+pub use static_urls::StaticBackend;
+
+use async_trait::async_trait;
+use infergate_config::{BackendConfig, DeploymentConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a replica could not be launched.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The model server process could not be spawned.
+    #[error("cannot start {program:?}: {reason}")]
+    Spawn {
+        /// The program from the command template.
+        program: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// No free port or GPU was available.
+    #[error("no capacity to start a replica: {0}")]
+    NoCapacity(String),
+    /// This backend does not start replicas (static URLs).
+    #[error("this backend has a fixed set of replicas")]
+    Fixed,
+}
+
+/// How a replica ended.
+#[derive(Debug, Clone)]
+pub struct ExitStatus {
+    /// Human-readable description ("exit code 1", "signal 9").
+    pub description: String,
+}
+
+/// A launched replica that the controller owns until it is stopped.
+#[async_trait]
+pub trait ReplicaHandle: Send + Sync {
+    /// Resolves when the replica ends on its own (crash, exit). Pending forever for replicas that
+    /// cannot end (static URLs).
+    async fn exited(&self) -> ExitStatus;
+    /// Stops the replica: a polite signal, then force after `grace`.
+    async fn terminate(&self, grace: Duration);
+}
+
+/// A replica as launched: where it listens and how to stop it.
+pub struct Launched {
+    /// Address the model server will listen on.
+    pub addr: SocketAddr,
+    /// Control over the replica's life.
+    pub handle: Box<dyn ReplicaHandle>,
+}
+
+/// A source of replicas.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Short name for logs ("process", "static").
+    fn kind(&self) -> &'static str;
+    /// Fixed replica addresses for backends that do not actuate; `None` for those that do.
+    fn fixed_replicas(&self) -> Option<Vec<SocketAddr>>;
+    /// Starts replica number `index` of deployment `model`.
+    async fn launch(&self, model: &str, index: u64) -> Result<Launched, BackendError>;
+}
+
+/// Builds the backend a deployment's config asks for.
+pub fn from_config(config: &DeploymentConfig) -> Arc<dyn Backend> {
+    match &config.backend {
+        BackendConfig::Process(p) => Arc::new(ProcessBackend::new(p.clone())),
+        BackendConfig::Static(s) => Arc::new(StaticBackend::new(s)),
+    }
+}

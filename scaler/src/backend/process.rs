@@ -1,0 +1,222 @@
+//! The `process` backend: model servers started as child processes from a command template.
+//!
+//! Each replica runs in its own process group (so a terminal's Ctrl-C reaches infergate, which then
+//! drains, instead of killing every model server mid-request), gets `PR_SET_PDEATHSIG` so it cannot
+//! outlive infergate even if infergate is killed with SIGKILL, and is stopped with SIGTERM to its
+//! group, then SIGKILL after the grace period.
+
+use super::{Backend, BackendError, ExitStatus, Launched, ReplicaHandle};
+use async_trait::async_trait;
+use infergate_config::ProcessBackendConfig;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+/// Starts replicas as local processes and hands out GPUs from a pool.
+pub struct ProcessBackend {
+    config: ProcessBackendConfig,
+    free_gpus: Arc<Mutex<Vec<String>>>,
+}
+
+impl ProcessBackend {
+    /// A backend for one deployment's command template and GPU pool.
+    pub fn new(config: ProcessBackendConfig) -> Self {
+        let free_gpus = Arc::new(Mutex::new(config.gpus.clone()));
+        ProcessBackend { config, free_gpus }
+    }
+
+    fn take_gpus(&self) -> Result<Vec<String>, BackendError> {
+        let want = self.config.gpus_per_replica as usize;
+        if want == 0 {
+            return Ok(Vec::new());
+        }
+        let mut free = self
+            .free_gpus
+            .lock()
+            .map_err(|_| BackendError::NoCapacity("GPU pool lock poisoned".into()))?;
+        if free.len() < want {
+            return Err(BackendError::NoCapacity(format!(
+                "{want} GPU(s) needed, {} free",
+                free.len()
+            )));
+        }
+        Ok(free.drain(..want).collect())
+    }
+}
+
+/// Substitutes `{port}`, `{replica}`, `{model}` and `{infergate}` in one template argument.
+pub fn expand(template: &str, port: u16, replica: u64, model: &str, infergate: &str) -> String {
+    template
+        .replace("{port}", &port.to_string())
+        .replace("{replica}", &replica.to_string())
+        .replace("{model}", model)
+        .replace("{infergate}", infergate)
+}
+
+/// Asks the OS for a free TCP port on the loopback interface.
+fn free_port() -> Result<u16, BackendError> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| BackendError::NoCapacity(format!("no free port: {e}")))
+}
+
+#[async_trait]
+impl Backend for ProcessBackend {
+    fn kind(&self) -> &'static str {
+        "process"
+    }
+
+    fn fixed_replicas(&self) -> Option<Vec<SocketAddr>> {
+        None
+    }
+
+    async fn launch(&self, model: &str, index: u64) -> Result<Launched, BackendError> {
+        let port = free_port()?;
+        let me = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "infergate".into());
+        let args: Vec<String> = self
+            .config
+            .command
+            .iter()
+            .map(|a| expand(a, port, index, model, &me))
+            .collect();
+        let Some((program, rest)) = args.split_first() else {
+            return Err(BackendError::Spawn {
+                program: String::new(),
+                reason: "empty command".into(),
+            });
+        };
+        let gpus = self.take_gpus()?;
+        let mut cmd = Command::new(program);
+        cmd.args(rest)
+            .envs(&self.config.env)
+            .env("INFERGATE_REPLICA", index.to_string())
+            .env("INFERGATE_PORT", port.to_string())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .process_group(0);
+        if !gpus.is_empty() {
+            cmd.env("CUDA_VISIBLE_DEVICES", gpus.join(","));
+        }
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                self.return_gpus(gpus);
+                return Err(BackendError::Spawn {
+                    program: program.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let pid = child.id().unwrap_or(0) as libc::pid_t;
+        tracing::info!(model, replica = index, pid, port, command = %args.join(" "), "replica process started");
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let free_gpus = self.free_gpus.clone();
+        tokio::spawn(async move {
+            let mut child = child;
+            let status = match child.wait().await {
+                Ok(s) => match (s.code(), s.signal()) {
+                    (Some(code), _) => format!("exit code {code}"),
+                    (None, Some(sig)) => format!("signal {sig}"),
+                    _ => "unknown exit".to_string(),
+                },
+                Err(e) => format!("wait failed: {e}"),
+            };
+            if let Ok(mut free) = free_gpus.lock() {
+                free.extend(gpus);
+            }
+            let _ = exit_tx.send(Some(ExitStatus {
+                description: status,
+            }));
+        });
+        Ok(Launched {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            handle: Box::new(ProcessHandle { pid, exit_rx }),
+        })
+    }
+}
+
+impl ProcessBackend {
+    fn return_gpus(&self, gpus: Vec<String>) {
+        if let Ok(mut free) = self.free_gpus.lock() {
+            free.extend(gpus);
+        }
+    }
+}
+
+/// A running model-server process.
+struct ProcessHandle {
+    pid: libc::pid_t,
+    exit_rx: watch::Receiver<Option<ExitStatus>>,
+}
+
+impl ProcessHandle {
+    fn signal_group(&self, signal: libc::c_int) {
+        if self.pid > 0 && self.exit_rx.borrow().is_none() {
+            // SAFETY: plain syscall; the group id is the child's pid (process_group(0)).
+            unsafe {
+                libc::kill(-self.pid, signal);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ReplicaHandle for ProcessHandle {
+    async fn exited(&self) -> ExitStatus {
+        let mut rx = self.exit_rx.clone();
+        let status = match rx.wait_for(|s| s.is_some()).await {
+            Ok(s) => s.clone(),
+            Err(_) => None,
+        };
+        status.unwrap_or_else(|| ExitStatus {
+            description: "exit monitor gone".into(),
+        })
+    }
+
+    async fn terminate(&self, grace: Duration) {
+        self.signal_group(libc::SIGTERM);
+        if tokio::time::timeout(grace, self.exited()).await.is_err() {
+            tracing::warn!(pid = self.pid, "replica ignored SIGTERM; sending SIGKILL");
+            self.signal_group(libc::SIGKILL);
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.exited()).await;
+        }
+    }
+}
+
+impl Drop for ProcessHandle {
+    fn drop(&mut self) {
+        // Never leave a model server behind.
+        self.signal_group(libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+
+    #[test]
+    fn template_placeholders_are_substituted() {
+        assert_eq!(
+            expand("--port={port} r{replica} {model} {infergate}", 8000, 3, "llama", "/bin/ig"),
+            "--port=8000 r3 llama /bin/ig"
+        );
+    }
+}

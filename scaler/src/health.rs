@@ -1,0 +1,37 @@
+//! Readiness probe: one `GET <path>` over a fresh TCP connection, healthy on a 2xx status.
+//!
+//! Written against the socket rather than through an HTTP client so a probe costs one connect,
+//! one small write and one read, and cannot be confused by connection pooling.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Returns true when `GET path` on `addr` answers 2xx within `timeout`.
+pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
+    tokio::time::timeout(timeout, probe_inner(addr, path))
+        .await
+        .unwrap_or(false)
+}
+
+async fn probe_inner(addr: SocketAddr, path: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr).await else {
+        return false;
+    };
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: infergate-health\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    let mut len = 0;
+    while len < 12 {
+        match stream.read(&mut buf[len..]).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => len += n,
+        }
+    }
+    // "HTTP/1.1 200 ..."
+    buf.starts_with(b"HTTP/1.") && buf[9] == b'2'
+}

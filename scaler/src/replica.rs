@@ -1,0 +1,132 @@
+//! One replica as the data plane and the controller share it: address, state and in-flight count,
+//! all atomics so that the request path never takes a lock.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+/// Lifecycle state of a replica (SPEC §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ReplicaState {
+    /// Launched, not yet passing its readiness check.
+    Starting = 0,
+    /// Receives requests.
+    Ready = 1,
+    /// Finishing its in-flight requests; receives no new ones.
+    Draining = 2,
+    /// Gone.
+    Stopped = 3,
+    /// Crashed, failed its readiness check or timed out.
+    Failed = 4,
+}
+
+
+impl ReplicaState {
+    /// Stable lower-case name, used in logs and the admin API.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReplicaState::Starting => "starting",
+            ReplicaState::Ready => "ready",
+            ReplicaState::Draining => "draining",
+            ReplicaState::Stopped => "stopped",
+            ReplicaState::Failed => "failed",
+        }
+    }
+
+    fn from_u8(v: u8) -> ReplicaState {
+        match v {
+            0 => ReplicaState::Starting,
+            1 => ReplicaState::Ready,
+            2 => ReplicaState::Draining,
+            3 => ReplicaState::Stopped,
+            _ => ReplicaState::Failed,
+        }
+    }
+}
+
+/// A replica: where it listens, what state it is in and how busy it is.
+#[derive(Debug)]
+pub struct Replica {
+    /// Stable id, shown in `x-infergate-route: replica/<id>`.
+    pub id: String,
+    /// Where the model server listens.
+    pub addr: SocketAddr,
+    state: AtomicU8,
+    in_flight: AtomicU32,
+    /// Milliseconds since `created` when the replica last went idle (or was last busy).
+    last_busy_ms: AtomicU64,
+    /// When the replica was asked for (scale-up decision), to measure cold starts.
+    pub created: Instant,
+}
+
+impl Replica {
+    /// A replica in `Starting` state.
+    pub fn new(id: String, addr: SocketAddr) -> Self {
+        Replica {
+            id,
+            addr,
+            state: AtomicU8::new(ReplicaState::Starting as u8),
+            in_flight: AtomicU32::new(0),
+            last_busy_ms: AtomicU64::new(0),
+            created: Instant::now(),
+        }
+    }
+
+    /// Current lifecycle state.
+    pub fn state(&self) -> ReplicaState {
+        ReplicaState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Moves the replica to a new state.
+    pub fn set_state(&self, state: ReplicaState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// Requests currently sent to this replica and not finished.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Takes one request slot if the replica is ready and under `limit` (0 = unlimited).
+    pub(crate) fn try_take(&self, limit: u32) -> bool {
+        if self.state() != ReplicaState::Ready {
+            return false;
+        }
+        let taken = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (limit == 0 || c < limit).then_some(c + 1)
+            })
+            .is_ok();
+        if taken && self.state() != ReplicaState::Ready {
+            // Lost a race with drain: give the slot back.
+            self.give_back();
+            return false;
+        }
+        taken
+    }
+
+    /// Returns one request slot.
+    pub(crate) fn give_back(&self) {
+        let before = self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if before == 1 {
+            self.touch();
+        }
+    }
+
+    /// Records "busy until now" for idle tracking.
+    pub fn touch(&self) {
+        let ms = self.created.elapsed().as_millis() as u64;
+        self.last_busy_ms.store(ms, Ordering::Release);
+    }
+
+    /// How long the replica has had no in-flight request (zero while busy).
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        if self.in_flight() > 0 {
+            return Duration::ZERO;
+        }
+        let last = self.created + Duration::from_millis(self.last_busy_ms.load(Ordering::Acquire));
+        now.saturating_duration_since(last)
+    }
+}
