@@ -1,1 +1,121 @@
-fn main(){}
+//! `infergate`: an L7 proxy with a built-in autoscaler for self-hosted OpenAI-compatible model
+//! servers. One binary: `serve` (the default), `validate`, and `sim-server`.
+
+mod admin;
+mod app;
+mod errors;
+mod request_body;
+mod routing;
+mod serve;
+mod sim_server;
+
+use clap::{Args, Parser, Subcommand};
+use infergate_config::{demo_config, Config};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "infergate", version, about = "Inference proxy with a built-in autoscaler", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default). Without --config, runs the embedded demo.
+    Serve(ServeArgs),
+    /// Check a config file; prints every invalid field with its allowed range.
+    Validate {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Run a simulated OpenAI-compatible model server (the demo's and tests' replicas).
+    SimServer(sim_server::SimOptions),
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// Config file (TOML). Without it the embedded demo config is used.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Validate { file }) => match Config::load(&file) {
+            Ok(config) => {
+                println!("{}: valid ({} deployment(s))", file.display(), config.deployments.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: invalid configuration", file.display());
+                for line in e.to_string().lines() {
+                    eprintln!("  {line}");
+                }
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::SimServer(opts)) => {
+            init_logging("text");
+            match runtime().and_then(|rt| rt.block_on(sim_server::run(opts))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sim-server: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Serve(args)) => serve_main(args),
+        None => serve_main(cli.serve),
+    }
+}
+
+fn serve_main(args: ServeArgs) -> ExitCode {
+    init_logging(&args.log_format);
+    let (config, source) = match &args.config {
+        Some(path) => (Config::load(path), path.display().to_string()),
+        None => (demo_config(), "the embedded demo config".to_string()),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("invalid configuration ({source}):");
+            for line in e.to_string().lines() {
+                eprintln!("  {line}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(serve::run(config, &source)).map_err(|e| e.to_string()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("infergate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -186,6 +186,11 @@ impl ReplicaPool {
     /// Takes a slot on a ready replica with free capacity if there is one: power of two choices on
     /// least in-flight, then a scan for the least-loaded replica.
     pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        self.try_acquire_excluding(&[])
+    }
+
+    /// Like [`ReplicaPool::try_acquire`], skipping replicas that just failed for this request.
+    pub fn try_acquire_excluding(self: &Arc<Self>, exclude: &[Arc<Replica>]) -> Option<Slot> {
         if self.is_closed() {
             return None;
         }
@@ -196,7 +201,9 @@ impl ReplicaPool {
             return None;
         }
         let eligible = |r: &Replica| {
-            r.state() == ReplicaState::Ready && (limit == 0 || r.in_flight() < limit)
+            r.state() == ReplicaState::Ready
+                && (limit == 0 || r.in_flight() < limit)
+                && !exclude.iter().any(|x| std::ptr::eq(x.as_ref(), r))
         };
         if n >= 2 {
             let a = rand::random_range(0..n);

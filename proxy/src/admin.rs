@@ -1,0 +1,96 @@
+//! The admin listener: live state of every deployment as JSON, for operators and tests.
+//! (Authentication, mutations, events and Prometheus metrics arrive with the control-plane work.)
+
+use crate::routing::RouteTable;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// JSON state of one deployment.
+pub fn deployment_state(d: &crate::routing::DeploymentEntry) -> Value {
+    let controller = &d.controller;
+    let pool = controller.pool();
+    let config = controller.config();
+    let replicas: Vec<Value> = pool
+        .replicas()
+        .iter()
+        .map(|r| json!({"id": r.id, "addr": r.addr.to_string(), "state": r.state().name(), "in_flight": r.in_flight()}))
+        .collect();
+    let stats = &controller.stats;
+    json!({
+        "name": d.name,
+        "aliases": config.aliases,
+        "in_flight": pool.in_flight(),
+        "waiting": pool.waiting(),
+        "requests_total": pool.requests_total(),
+        "desired_replicas": stats.desired.load(Ordering::Acquire),
+        "replicas": replicas,
+        "replicas_started_total": stats.replicas_started.load(Ordering::Acquire),
+        "replicas_failed_total": stats.replicas_failed.load(Ordering::Acquire),
+        "replicas_stopped_total": stats.replicas_stopped.load(Ordering::Acquire),
+        "settings": {
+            "min_replicas": config.min_replicas,
+            "max_replicas": config.effective_max_replicas(),
+            "replica_concurrency": config.replica_concurrency,
+            "scale_down_delay": config.scale_down_delay.to_string(),
+            "queue_max_wait": config.queue.max_wait.to_string(),
+            "queue_max_waiting": config.queue.max_waiting,
+        },
+    })
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn route(router: &ArcSwap<RouteTable>, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let table = router.load();
+    let path = req.uri().path();
+    match path {
+        "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
+        "/admin/v1/deployments" => {
+            let list: Vec<Value> = table.deployments.iter().map(|d| deployment_state(d)).collect();
+            json_response(StatusCode::OK, json!({"deployments": list}))
+        }
+        _ => match path.strip_prefix("/admin/v1/deployments/").and_then(|n| table.by_model(n)) {
+            Some(d) => json_response(StatusCode::OK, deployment_state(d)),
+            None => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": {"message": format!("no such admin resource: {path}"), "type": "invalid_request_error", "param": null, "code": "not_found"}}),
+            ),
+        },
+    }
+}
+
+/// Serves the admin API on an already bound listener until `stop` turns true.
+pub async fn serve(listener: TcpListener, router: Arc<ArcSwap<RouteTable>>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let resp = route(&router, &req);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

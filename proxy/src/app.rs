@@ -1,0 +1,427 @@
+//! The data plane: a pingora HTTP application that reads a request, routes it to a deployment,
+//! holds it while no replica can take it, forwards it to the chosen replica over a pooled upstream
+//! connection, and streams the response back as it arrives.
+//!
+//! Why not pingora's `ProxyHttp` phases: they pick the upstream before the body is read and replay
+//! at most 64 KiB of a body read early. Routing on the JSON `model` field of multi-megabyte prompts
+//! needs the whole body first, so this app drives pingora's server and client sessions directly,
+//! keeping pingora's listeners, TLS, HTTP/1.1 + HTTP/2 codecs and upstream connection pool.
+
+use crate::errors::ProxyError;
+use crate::request_body::{is_json, model_of, read_bounded};
+use crate::routing::{DeploymentEntry, RouteTable};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{header, Method, StatusCode};
+use infergate_scaler::{AcquireError, Acquired, Replica};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use pingora::upstreams::peer::HttpPeer;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// How long an idle upstream connection stays pooled; below uvicorn's (vLLM's) 5 s keep-alive.
+const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(4);
+
+/// Request headers that describe one hop and are not forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];
+
+/// Settings the data plane reads on every request; swapped whole on reload.
+pub struct DataPlaneSettings {
+    /// Largest accepted request body in bytes.
+    pub max_body_size: u64,
+}
+
+/// The infergate HTTP application served by pingora's listeners.
+pub struct ProxyApp {
+    router: Arc<ArcSwap<RouteTable>>,
+    settings: Arc<ArcSwap<DataPlaneSettings>>,
+    connector: Connector,
+    server_options: HttpServerOptions,
+    next_request_id: AtomicU64,
+}
+
+/// How a request ended, for the access log.
+struct Outcome {
+    status: u16,
+    route: String,
+    queued: Option<Duration>,
+    reusable: bool,
+}
+
+impl Outcome {
+    fn client_gone(route: String, status: u16, queued: Option<Duration>) -> Self {
+        Outcome { status, route, queued, reusable: false }
+    }
+}
+
+impl ProxyApp {
+    /// Builds the app over a routing table and settings that the caller may swap at any time.
+    pub fn new(
+        router: Arc<ArcSwap<RouteTable>>,
+        settings: Arc<ArcSwap<DataPlaneSettings>>,
+        h2c: bool,
+    ) -> Self {
+        let mut server_options = HttpServerOptions::default();
+        server_options.h2c = h2c;
+        ProxyApp {
+            router,
+            settings,
+            connector: Connector::new(None),
+            server_options,
+            next_request_id: AtomicU64::new(1),
+        }
+    }
+
+    async fn handle(&self, session: &mut ServerSession, request_id: u64) -> bool {
+        let started = Instant::now();
+        let outcome = match self.route_and_proxy(session, request_id).await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                let reusable = respond_error(session, &err).await;
+                if err.status() >= 500 {
+                    tracing::warn!(status = err.status(), code = err.code(), error = %err, "request failed");
+                }
+                Outcome { status: err.status(), route: "proxy".into(), queued: None, reusable }
+            }
+        };
+        tracing::info!(
+            method = %session.req_header().method,
+            path = session.req_header().uri.path(),
+            status = outcome.status,
+            route = %outcome.route,
+            queued_ms = outcome.queued.map(|d| d.as_millis() as u64),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "request done"
+        );
+        outcome.reusable
+    }
+
+    async fn route_and_proxy(
+        &self,
+        session: &mut ServerSession,
+        request_id: u64,
+    ) -> Result<Outcome, ProxyError> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let table = self.router.load_full();
+
+        if method == Method::GET && (path == "/v1/models" || path == "/models") {
+            let ok = respond_json(session, 200, Bytes::from(table.models_json()), &[]).await;
+            return Ok(Outcome { status: 200, route: "proxy".into(), queued: None, reusable: ok });
+        }
+        if method == Method::GET {
+            if let Some(id) = path.strip_prefix("/v1/models/") {
+                let body = table.model_json(id).ok_or_else(|| ProxyError::ModelNotFound(id.to_string()))?;
+                let ok = respond_json(session, 200, Bytes::from(body), &[]).await;
+                return Ok(Outcome { status: 200, route: "proxy".into(), queued: None, reusable: ok });
+            }
+            if path == "/health" || path == "/healthz" {
+                let ok = respond_json(session, 200, Bytes::from_static(br#"{"status":"ok"}"#), &[]).await;
+                return Ok(Outcome { status: 200, route: "proxy".into(), queued: None, reusable: ok });
+            }
+        }
+
+        let limit = self.settings.load().max_body_size;
+        let body = if session.is_body_empty() {
+            Bytes::new()
+        } else {
+            read_bounded(session, limit).await?
+        };
+
+        let header_str = |name: &str| session.req_header().headers.get(name).and_then(|v| v.to_str().ok());
+        let model = if !body.is_empty() && is_json(header_str("content-type")) {
+            model_of(&body)?
+        } else {
+            None
+        };
+        let host = header_str("host").or_else(|| session.req_header().uri.host());
+        let deployment_header = header_str("x-infergate-deployment");
+        let (deployment, strip_prefix) = match model.as_deref().and_then(|m| table.by_model(m)) {
+            Some(d) => {
+                let strip = table
+                    .prefix_route(&path)
+                    .filter(|r| Arc::ptr_eq(r.deployment, d))
+                    .map_or(0, |r| r.strip_prefix);
+                (d.clone(), strip)
+            }
+            None => match table.by_request(deployment_header, host, &path) {
+                Some(r) => (r.deployment.clone(), r.strip_prefix),
+                None => {
+                    return Err(match model {
+                        Some(m) => ProxyError::ModelNotFound(m),
+                        None if path.starts_with("/v1/") => ProxyError::ModelRequired,
+                        None => ProxyError::NoRoute { method: method.to_string(), path },
+                    })
+                }
+            },
+        };
+        drop(table);
+        tracing::Span::current().record("deployment", deployment.name.as_str());
+
+        let acquired = self.acquire(session, &deployment).await?;
+        let Some(acquired) = acquired else {
+            tracing::info!(deployment = %deployment.name, "client left while waiting in the queue");
+            return Ok(Outcome::client_gone("queue".into(), 499, None));
+        };
+        self.forward(session, &deployment, acquired, body, strip_prefix, request_id).await
+    }
+
+    /// Waits for a slot; `Ok(None)` when the client went away while waiting.
+    async fn acquire(
+        &self,
+        session: &mut ServerSession,
+        deployment: &DeploymentEntry,
+    ) -> Result<Option<Acquired>, ProxyError> {
+        let config = &deployment.config;
+        let pool = deployment.controller.pool();
+        let result = tokio::select! {
+            r = pool.acquire(config.queue.max_wait.get(), config.queue.max_waiting.into()) => r,
+            _ = session.read_body_or_idle(true) => return Ok(None),
+        };
+        result.map(Some).map_err(|e| match e {
+            AcquireError::QueueFull { waiting } => ProxyError::QueueFull { deployment: deployment.name.clone(), waiting },
+            AcquireError::Timeout(waited) => ProxyError::QueueTimeout { deployment: deployment.name.clone(), waited },
+            AcquireError::Closed => ProxyError::ShuttingDown,
+        })
+    }
+
+    async fn forward(
+        &self,
+        session: &mut ServerSession,
+        deployment: &DeploymentEntry,
+        acquired: Acquired,
+        body: Bytes,
+        strip_prefix: usize,
+        request_id: u64,
+    ) -> Result<Outcome, ProxyError> {
+        let config = &deployment.config;
+        let pool = deployment.controller.pool();
+        let queued = acquired.queued;
+        let mut slot = acquired.slot;
+
+        // Connect, moving to another ready replica when a connect fails (nothing was sent yet).
+        let mut failed: Vec<Arc<Replica>> = Vec::new();
+        let (mut upstream, peer) = loop {
+            let replica = slot.replica().clone();
+            let mut peer = HttpPeer::new(replica.addr, false, String::new());
+            peer.options.connection_timeout = Some(config.upstream.connect_timeout.get());
+            match self.connector.get_http_session(&peer).await {
+                Ok((up, _reused)) => break (up, peer),
+                Err(e) => {
+                    tracing::warn!(deployment = %deployment.name, replica = %replica.id, error = %e, "connect to replica failed; trying another ready replica");
+                    failed.push(replica);
+                    drop(slot);
+                    slot = pool
+                        .try_acquire_excluding(&failed)
+                        .ok_or_else(|| ProxyError::UpstreamConnect(deployment.name.clone()))?;
+                }
+            }
+        };
+        let replica = slot.replica().clone();
+        let route = format!("replica/{}", replica.id);
+
+        let request = upstream_request(session.req_header(), &body, strip_prefix, &replica, request_id)
+            .map_err(|reason| ProxyError::UpstreamFailed { deployment: deployment.name.clone(), reason })?;
+        let upstream_failed = |e: Box<pingora::Error>| ProxyError::UpstreamFailed {
+            deployment: deployment.name.clone(),
+            reason: e.to_string(),
+        };
+        // From here on bytes may have reached the model: no retries.
+        upstream.write_request_header(Box::new(request)).await.map_err(upstream_failed)?;
+        if !body.is_empty() {
+            upstream.write_request_body(body, true).await.map_err(upstream_failed)?;
+        }
+        upstream.finish_request_body().await.map_err(upstream_failed)?;
+
+        let header = tokio::select! {
+            r = tokio::time::timeout(config.upstream.response_timeout.get(), upstream.read_response_header()) => r,
+            _ = session.read_body_or_idle(true) => {
+                tracing::info!(replica = %replica.id, "client left before the response started; cancelling upstream");
+                return Ok(Outcome::client_gone(route, 499, queued));
+            }
+        };
+        match header {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(upstream_failed(e)),
+            Err(_) => return Err(ProxyError::UpstreamTimeout(deployment.name.clone())),
+        }
+        let Some(upstream_header) = upstream.response_header() else {
+            return Err(ProxyError::UpstreamFailed { deployment: deployment.name.clone(), reason: "no response header".into() });
+        };
+        let status = upstream_header.status.as_u16();
+        let mut response = upstream_header.clone();
+        for name in ["connection", "keep-alive", "proxy-connection"] {
+            response.remove_header(name);
+        }
+        let _ = response.insert_header("x-infergate-route", route.as_str());
+        if let Some(q) = queued {
+            let _ = response.insert_header("x-infergate-queued-ms", q.as_millis().to_string());
+        }
+        if session.write_response_header(Box::new(response)).await.is_err() {
+            return Ok(Outcome::client_gone(route, status, queued));
+        }
+
+        let idle = config.upstream.idle_timeout.get();
+        loop {
+            tokio::select! {
+                chunk = tokio::time::timeout(idle, upstream.read_response_body()) => match chunk {
+                    Ok(Ok(Some(data))) => {
+                        if session.write_response_body(data, false).await.is_err() {
+                            tracing::info!(replica = %replica.id, "client disconnected mid-response; cancelling upstream");
+                            return Ok(Outcome::client_gone(route, status, queued));
+                        }
+                    }
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e)) => {
+                        tracing::warn!(replica = %replica.id, error = %e, "replica failed mid-response; aborting the response");
+                        return Ok(Outcome::client_gone(route, 502, queued));
+                    }
+                    Err(_) => {
+                        tracing::warn!(replica = %replica.id, idle_ms = idle.as_millis() as u64, "replica silent too long mid-response (upstream.idle_timeout); aborting");
+                        return Ok(Outcome::client_gone(route, 504, queued));
+                    }
+                },
+                _ = session.read_body_or_idle(true) => {
+                    tracing::info!(replica = %replica.id, "client disconnected mid-response; cancelling upstream");
+                    return Ok(Outcome::client_gone(route, status, queued));
+                }
+            }
+        }
+        let finished = session.finish_body().await.is_ok();
+        if upstream.response_done() {
+            self.connector.release_http_session(upstream, &peer, Some(UPSTREAM_POOL_IDLE)).await;
+        }
+        drop(slot);
+        Ok(Outcome { status, route, queued, reusable: finished })
+    }
+}
+
+/// The request as sent to the replica: one-hop headers removed, body framed by Content-Length,
+/// the deployment's path prefix stripped, HTTP/1.1.
+fn upstream_request(
+    downstream: &RequestHeader,
+    body: &Bytes,
+    strip_prefix: usize,
+    replica: &Replica,
+    request_id: u64,
+) -> Result<RequestHeader, String> {
+    let mut req = downstream.clone();
+    if strip_prefix > 0 {
+        let path_and_query = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
+        let rest = path_and_query.get(strip_prefix..).unwrap_or("/");
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let uri = rest.parse::<http::Uri>().map_err(|e| e.to_string())?;
+        req.set_uri(uri);
+    } else if downstream.uri.authority().is_some() {
+        // HTTP/2 and absolute-form requests: origin-form upstream.
+        let pq = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
+        req.set_uri(pq.parse::<http::Uri>().map_err(|e| e.to_string())?);
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(name);
+    }
+    req.set_version(http::Version::HTTP_11);
+    if !body.is_empty() || downstream.method == Method::POST || downstream.method == Method::PUT {
+        req.insert_header(header::CONTENT_LENGTH, body.len().to_string()).map_err(|e| e.to_string())?;
+    }
+    if req.headers.get(header::HOST).is_none() {
+        let host = downstream.uri.authority().map_or_else(|| replica.addr.to_string(), |a| a.to_string());
+        req.insert_header(header::HOST, host).map_err(|e| e.to_string())?;
+    }
+    if req.headers.get("x-request-id").is_none() {
+        req.insert_header("x-request-id", format!("infergate-{request_id}")).map_err(|e| e.to_string())?;
+    }
+    Ok(req)
+}
+
+/// Writes a complete JSON response; true when the connection can be reused.
+async fn respond_json(session: &mut ServerSession, status: u16, body: Bytes, extra: &[(&'static str, String)]) -> bool {
+    let Ok(mut resp) = ResponseHeader::build(status, Some(4 + extra.len())) else {
+        return false;
+    };
+    let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
+    let _ = resp.insert_header(header::CONTENT_LENGTH, body.len().to_string());
+    for (name, value) in extra {
+        let _ = resp.insert_header(*name, value.as_str());
+    }
+    session.write_response_header(Box::new(resp)).await.is_ok()
+        && session.write_response_body(body, true).await.is_ok()
+        && session.finish_body().await.is_ok()
+        && session.is_body_done()
+}
+
+/// Answers an error with an OpenAI-style body; true when the connection can be reused.
+async fn respond_error(session: &mut ServerSession, err: &ProxyError) -> bool {
+    if session.response_written().is_some() {
+        return false;
+    }
+    let mut extra = Vec::new();
+    if let Some(secs) = err.retry_after() {
+        extra.push(("retry-after", secs.to_string()));
+    }
+    if !session.is_body_done() {
+        // The body was not (fully) read: the connection cannot carry another request.
+        session.set_keepalive(None);
+    }
+    let status = StatusCode::from_u16(err.status()).map_or(500, |s| s.as_u16());
+    respond_json(session, status, err.body(), &extra).await
+}
+
+#[async_trait]
+impl HttpServerApp for ProxyApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let mut shutdown_rx = shutdown.clone();
+        let read = tokio::select! {
+            biased;
+            r = session.read_request() => r,
+            _ = shutdown_rx.wait_for(|stopping| *stopping) => return None,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read request");
+                return None;
+            }
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("request", request_id, deployment = tracing::field::Empty);
+        if !self.handle(&mut session, request_id).instrument(span).await {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        session
+            .finish()
+            .await
+            .ok()
+            .flatten()
+            .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.server_options)
+    }
+}

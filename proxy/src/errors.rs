@@ -1,0 +1,129 @@
+//! Every error a client can get from the proxy, with its HTTP status and an OpenAI-style JSON body
+//! (`{"error": {"message", "type", "param", "code"}}`), so OpenAI client libraries surface it well.
+
+use bytes::Bytes;
+use std::time::Duration;
+
+/// An error answered by the proxy itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The requested model is not served here.
+    #[error("The model `{0}` does not exist or is not served by this proxy. GET /v1/models lists the models served.")]
+    ModelNotFound(String),
+    /// The request names no model and no route matched.
+    #[error("No model given: put a `model` field in the JSON body, or an `x-infergate-deployment` header.")]
+    ModelRequired,
+    /// The JSON body could not be parsed.
+    #[error("We could not parse the JSON body of your request: {0}")]
+    BadJson(String),
+    /// The body is over the configured limit.
+    #[error("Request body is larger than the limit of {limit} bytes (server.max_body_size).")]
+    BodyTooLarge {
+        /// The configured limit in bytes.
+        limit: u64,
+    },
+    /// The request body could not be read from the client.
+    #[error("Could not read the request body: {0}")]
+    BadBody(String),
+    /// Nothing is served at this path.
+    #[error("Unknown request URL: {method} {path}.")]
+    NoRoute {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+    },
+    /// The deployment's queue is full.
+    #[error("Deployment `{deployment}` has {waiting} requests waiting already (queue.max_waiting); retry later.")]
+    QueueFull {
+        /// Deployment name.
+        deployment: String,
+        /// Requests waiting.
+        waiting: u64,
+    },
+    /// No replica could take the request within `queue.max_wait`.
+    #[error("Deployment `{deployment}` had no replica able to take the request within {waited:?} (queue.max_wait).")]
+    QueueTimeout {
+        /// Deployment name.
+        deployment: String,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The proxy is shutting down or the deployment was removed.
+    #[error("The proxy is shutting down; retry against another instance.")]
+    ShuttingDown,
+    /// No replica accepted a connection.
+    #[error("Could not connect to any replica of deployment `{0}`.")]
+    UpstreamConnect(String),
+    /// The replica failed before sending a response.
+    #[error("The replica of deployment `{deployment}` failed before responding: {reason}")]
+    UpstreamFailed {
+        /// Deployment name.
+        deployment: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The replica sent no response headers within `upstream.response_timeout`.
+    #[error("The replica of deployment `{0}` did not respond in time (upstream.response_timeout).")]
+    UpstreamTimeout(String),
+}
+
+impl ProxyError {
+    /// HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            ProxyError::ModelNotFound(_) | ProxyError::NoRoute { .. } => 404,
+            ProxyError::ModelRequired | ProxyError::BadJson(_) | ProxyError::BadBody(_) => 400,
+            ProxyError::BodyTooLarge { .. } => 413,
+            ProxyError::QueueFull { .. } | ProxyError::ShuttingDown => 503,
+            ProxyError::QueueTimeout { .. } | ProxyError::UpstreamTimeout(_) => 504,
+            ProxyError::UpstreamConnect(_) | ProxyError::UpstreamFailed { .. } => 502,
+        }
+    }
+
+    /// OpenAI error `type`.
+    pub fn kind(&self) -> &'static str {
+        match self.status() {
+            400 | 404 | 413 => "invalid_request_error",
+            _ => "server_error",
+        }
+    }
+
+    /// OpenAI error `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::ModelNotFound(_) => "model_not_found",
+            ProxyError::ModelRequired => "model_required",
+            ProxyError::BadJson(_) => "invalid_json",
+            ProxyError::BadBody(_) => "invalid_body",
+            ProxyError::BodyTooLarge { .. } => "request_too_large",
+            ProxyError::NoRoute { .. } => "unknown_url",
+            ProxyError::QueueFull { .. } => "queue_full",
+            ProxyError::QueueTimeout { .. } => "queue_timeout",
+            ProxyError::ShuttingDown => "shutting_down",
+            ProxyError::UpstreamConnect(_) => "upstream_unreachable",
+            ProxyError::UpstreamFailed { .. } => "upstream_error",
+            ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for 503s.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ProxyError::QueueFull { .. } => Some(5),
+            ProxyError::ShuttingDown => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The OpenAI-style JSON body.
+    pub fn body(&self) -> Bytes {
+        let body = serde_json::json!({"error": {
+            "message": self.to_string(),
+            "type": self.kind(),
+            "param": if matches!(self, ProxyError::ModelNotFound(_) | ProxyError::ModelRequired) { Some("model") } else { None },
+            "code": self.code(),
+        }});
+        Bytes::from(body.to_string())
+    }
+}

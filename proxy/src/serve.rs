@@ -1,0 +1,176 @@
+//! `infergate serve`: wires config, controllers, the data plane and the admin listener together,
+//! and owns the process lifecycle (signals, graceful shutdown, no orphaned replicas).
+
+use crate::admin;
+use crate::app::{DataPlaneSettings, ProxyApp};
+use crate::routing::RouteTable;
+use arc_swap::ArcSwap;
+use infergate_config::Config;
+use infergate_scaler::{Controller, ControllerHandle};
+use pingora::server::Fds;
+use pingora::services::listening::Service;
+use pingora::services::Service as ServiceTrait;
+use std::collections::HashMap;
+use std::os::fd::IntoRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+/// Why serving could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {reason}")]
+    Bind {
+        /// The configured address.
+        address: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// TLS certificate or key could not be loaded.
+    #[error("TLS setup for {address} failed: {reason}")]
+    Tls {
+        /// The listener address.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(String),
+}
+
+/// Runs the proxy until SIGINT/SIGTERM, then shuts down gracefully.
+pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> {
+    // Signal handlers first, so a signal during start-up still shuts down cleanly.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| ServeError::Signals(e.to_string()))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| ServeError::Signals(e.to_string()))?;
+
+    let mut handles: Vec<ControllerHandle> = Vec::new();
+    let mut controllers = HashMap::new();
+    for (name, deployment) in &config.deployments {
+        let handle = Controller::spawn(name, deployment.clone());
+        controllers.insert(name.clone(), handle.controller.clone());
+        handles.push(handle);
+    }
+    let router = Arc::new(ArcSwap::from_pointee(RouteTable::new(&config, &controllers)));
+    let settings = Arc::new(ArcSwap::from_pointee(DataPlaneSettings {
+        max_body_size: config.server.max_body_size,
+    }));
+    let h2c = config.server.listeners.iter().any(|l| l.h2c);
+    let app = ProxyApp::new(router.clone(), settings, h2c);
+    let mut service = Service::new("infergate".to_string(), app);
+
+    // Bind listeners ourselves so port 0 works and the chosen address can be printed; pingora
+    // takes the bound sockets over through its fd table.
+    let mut fds = Fds::new();
+    let mut urls = Vec::new();
+    for listener in &config.server.listeners {
+        let std_listener = std::net::TcpListener::bind(&listener.address).map_err(|e| ServeError::Bind {
+            address: listener.address.clone(),
+            reason: e.to_string(),
+        })?;
+        let local = std_listener.local_addr().map_err(|e| ServeError::Bind {
+            address: listener.address.clone(),
+            reason: e.to_string(),
+        })?;
+        let key = local.to_string();
+        fds.add(key.clone(), std_listener.into_raw_fd());
+        match &listener.tls {
+            Some(tls) => {
+                let mut tls_settings = pingora::listeners::tls::TlsSettings::intermediate(&tls.cert, &tls.key)
+                    .map_err(|e| ServeError::Tls { address: key.clone(), reason: e.to_string() })?;
+                tls_settings.enable_h2();
+                service.add_tls_with_settings(&key, None, tls_settings);
+                urls.push(format!("https://{local}"));
+            }
+            None => {
+                service.add_tcp(&key);
+                urls.push(format!("http://{local}"));
+            }
+        }
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let admin_url = if config.admin.address.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&config.admin.address).await.map_err(|e| ServeError::Bind {
+            address: config.admin.address.clone(),
+            reason: e.to_string(),
+        })?;
+        let local = listener.local_addr().map_err(|e| ServeError::Bind {
+            address: config.admin.address.clone(),
+            reason: e.to_string(),
+        })?;
+        tokio::spawn(admin::serve(listener, router.clone(), stop_rx.clone()));
+        Some(format!("http://{local}"))
+    };
+
+    let service_stop = stop_rx.clone();
+    let fd_table: pingora::server::ListenFds = Arc::new(parking_lot::Mutex::new(fds));
+    let data_plane = tokio::spawn(async move {
+        service
+            .start_service(Some(fd_table), service_stop, 1)
+            .await;
+    });
+
+    print_banner(&config, config_source, &urls, admin_url.as_deref());
+
+    let signal_name = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    tracing::info!(signal = signal_name, grace = ?config.server.shutdown_grace.get(), "shutting down: no new connections, letting in-flight requests finish");
+    let _ = stop_tx.send(true);
+
+    // Let in-flight requests and streams finish, up to the grace period.
+    let deadline = Instant::now() + config.server.shutdown_grace.get();
+    loop {
+        let table = router.load();
+        let busy: u64 = table.deployments.iter().map(|d| d.controller.pool().in_flight()).sum();
+        if busy == 0 || Instant::now() >= deadline {
+            if busy > 0 {
+                tracing::warn!(in_flight = busy, "grace period over with requests still in flight");
+            }
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = sigterm.recv() => { tracing::warn!("second signal: stopping now"); break; }
+            _ = sigint.recv() => { tracing::warn!("second signal: stopping now"); break; }
+        }
+    }
+    // Waiting requests get a clear 503; replicas are drained and stopped.
+    futures_util::future::join_all(handles.into_iter().map(|h| h.shutdown())).await;
+    data_plane.abort();
+    tracing::info!("infergate stopped");
+    Ok(())
+}
+
+fn print_banner(config: &Config, source: &str, urls: &[String], admin: Option<&str>) {
+    let base = urls.first().map(String::as_str).unwrap_or("http://127.0.0.1:8080");
+    println!("infergate {} serving {} deployment(s) from {source}", env!("CARGO_PKG_VERSION"), config.deployments.len());
+    for url in urls {
+        println!("  listening on {url}");
+    }
+    if let Some(admin) = admin {
+        println!("  admin on {admin}  (GET {admin}/admin/v1/deployments)");
+    }
+    for (name, d) in &config.deployments {
+        println!(
+            "  deployment {name:<28} aliases={:?} replicas {}..{}",
+            d.aliases,
+            d.min_replicas,
+            d.effective_max_replicas()
+        );
+    }
+    if let Some((name, _)) = config.deployments.iter().find(|(_, d)| d.min_replicas == 0) {
+        println!("\nTry it (the first request starts a replica and waits for it):");
+        println!("  curl -s {base}/v1/models");
+        println!(
+            "  curl -sN {base}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"{name}\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! `infergate sim-server`: a simulated OpenAI-compatible model server.
+//!
+//! It plays the GPU replica in demos, tests and benchmarks: a real HTTP server in a real process
+//! with a configurable cold start, time to first token and token rate, vLLM-named metrics, and
+//! counters that prove what the proxy did to it (maximum concurrency seen, cancelled requests).
+
+mod openai;
+mod state;
+
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use state::SimState;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Settings of the simulated model server.
+#[derive(Debug, Clone, Args)]
+pub struct SimOptions {
+    /// Port to listen on (0 = any free port; the address is printed).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Model name reported by /v1/models and in responses.
+    #[arg(long, default_value = "sim-model")]
+    pub model: String,
+    /// Time after start before /health answers 200 (model loading).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub cold_start: Duration,
+    /// Time to first token.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub ttft: Duration,
+    /// Decode speed after the first token.
+    #[arg(long, default_value_t = 100.0)]
+    pub tokens_per_s: f64,
+    /// Requests processed at once; more wait (reported as vllm:num_requests_waiting). 0 = no limit.
+    #[arg(long, default_value_t = 0)]
+    pub max_concurrency: u32,
+    /// Fraction of requests answered with HTTP 500 (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Tokens generated when the request names no max_tokens.
+    #[arg(long, default_value_t = 16)]
+    pub default_max_tokens: u32,
+    /// Dimension of returned embeddings.
+    #[arg(long, default_value_t = 16)]
+    pub embedding_dim: usize,
+    /// Require `Authorization: Bearer <key>` (plays a SaaS provider).
+    #[arg(long)]
+    pub api_key: Option<String>,
+}
+
+/// Response body type used by every handler: full bodies and SSE streams alike.
+pub(crate) type SimBody = BoxBody<Bytes, Infallible>;
+
+pub(crate) fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<SimBody> {
+    let mut resp = Response::new(Full::new(body.into()).boxed());
+    *resp.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+pub(crate) fn json_error(status: StatusCode, message: &str, kind: &str, code: &str) -> Response<SimBody> {
+    let body = serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    full(status, "application/json", body.to_string())
+}
+
+/// Runs the simulated server until the process is killed.
+pub async fn run(opts: SimOptions) -> std::io::Result<()> {
+    let addr: SocketAddr = format!("{}:{}", opts.host, opts.port)
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad address: {e}")))?;
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    println!("sim-server listening on http://{local} model={} cold_start={:?}", opts.model, opts.cold_start);
+    let state = Arc::new(SimState::new(opts));
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(state, req).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<SimBody> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/health") => {
+            if state.loaded() {
+                full(StatusCode::OK, "application/json", r#"{"status":"ok"}"#)
+            } else {
+                full(StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"loading"}"#)
+            }
+        }
+        (&Method::GET, "/metrics") => full(StatusCode::OK, "text/plain; version=0.0.4", state.prometheus()),
+        (&Method::GET, "/sim/stats") => full(StatusCode::OK, "application/json", state.stats_json().to_string()),
+        _ if !state.loaded() => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model is still loading",
+            "server_error",
+            "model_loading",
+        ),
+        _ if !state.authorized(&req) => json_error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided.",
+            "invalid_request_error",
+            "invalid_api_key",
+        ),
+        (&Method::GET, "/v1/models") => full(StatusCode::OK, "application/json", state.models_json().to_string()),
+        (&Method::POST, "/v1/chat/completions") => openai::generate(state, req, openai::Kind::Chat).await,
+        (&Method::POST, "/v1/completions") => openai::generate(state, req, openai::Kind::Completion).await,
+        (&Method::POST, "/v1/embeddings") => openai::embeddings(state, req).await,
+        _ => json_error(
+            StatusCode::NOT_FOUND,
+            &format!("no route for {} {path}", req.method()),
+            "invalid_request_error",
+            "not_found",
+        ),
+    }
+}

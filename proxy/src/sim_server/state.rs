@@ -1,0 +1,142 @@
+//! Counters and settings of one simulated model server.
+
+use super::SimOptions;
+use hyper::Request;
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+
+/// Shared state of the simulated server.
+pub(crate) struct SimState {
+    pub opts: SimOptions,
+    started: Instant,
+    pub slots: Option<Semaphore>,
+    pub running: AtomicU64,
+    pub waiting: AtomicU64,
+    pub max_running: AtomicU64,
+    pub requests: AtomicU64,
+    pub completed: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub failed: AtomicU64,
+    pub seq: AtomicU64,
+}
+
+impl SimState {
+    pub fn new(opts: SimOptions) -> Self {
+        let slots = (opts.max_concurrency > 0).then(|| Semaphore::new(opts.max_concurrency as usize));
+        SimState {
+            opts,
+            started: Instant::now(),
+            slots,
+            running: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            max_running: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the simulated model finished loading.
+    pub fn loaded(&self) -> bool {
+        self.started.elapsed() >= self.opts.cold_start
+    }
+
+    /// Whether the request carries the API key, when one is required.
+    pub fn authorized<B>(&self, req: &Request<B>) -> bool {
+        let Some(key) = &self.opts.api_key else {
+            return true;
+        };
+        req.headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|v| v == key)
+    }
+
+    pub fn now_unix() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    pub fn models_json(&self) -> serde_json::Value {
+        json!({"object": "list", "data": [{
+            "id": self.opts.model, "object": "model", "created": Self::now_unix(), "owned_by": "infergate-sim"
+        }]})
+    }
+
+    pub fn stats_json(&self) -> serde_json::Value {
+        json!({
+            "pid": std::process::id(),
+            "model": self.opts.model,
+            "loaded": self.loaded(),
+            "requests": self.requests.load(Ordering::Acquire),
+            "running": self.running.load(Ordering::Acquire),
+            "waiting": self.waiting.load(Ordering::Acquire),
+            "max_running": self.max_running.load(Ordering::Acquire),
+            "completed": self.completed.load(Ordering::Acquire),
+            "cancelled": self.cancelled.load(Ordering::Acquire),
+            "failed": self.failed.load(Ordering::Acquire),
+        })
+    }
+
+    /// vLLM-named metrics, so autoscaling on `queue_depth` / `kv_cache_usage` can be tested.
+    pub fn prometheus(&self) -> String {
+        let running = self.running.load(Ordering::Acquire);
+        let waiting = self.waiting.load(Ordering::Acquire);
+        let kv = match self.opts.max_concurrency {
+            0 => (running as f64 / 64.0).min(1.0),
+            n => running as f64 / n as f64,
+        };
+        let m = &self.opts.model;
+        format!(
+            "# HELP vllm:num_requests_running Number of requests currently running on GPU.\n\
+             # TYPE vllm:num_requests_running gauge\n\
+             vllm:num_requests_running{{model_name=\"{m}\"}} {running}\n\
+             # HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
+             # TYPE vllm:num_requests_waiting gauge\n\
+             vllm:num_requests_waiting{{model_name=\"{m}\"}} {waiting}\n\
+             # HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n\
+             # TYPE vllm:kv_cache_usage_perc gauge\n\
+             vllm:kv_cache_usage_perc{{model_name=\"{m}\"}} {kv}\n\
+             # HELP vllm:gpu_cache_usage_perc GPU KV-cache usage. 1 means 100 percent usage.\n\
+             # TYPE vllm:gpu_cache_usage_perc gauge\n\
+             vllm:gpu_cache_usage_perc{{model_name=\"{m}\"}} {kv}\n"
+        )
+    }
+}
+
+/// Counts one request as running while it lives; a request dropped before `finish` was cancelled.
+pub(crate) struct RunGuard {
+    state: Arc<SimState>,
+    finished: bool,
+}
+
+impl RunGuard {
+    pub fn new(state: Arc<SimState>) -> Self {
+        let now = state.running.fetch_add(1, Ordering::AcqRel) + 1;
+        state.max_running.fetch_max(now, Ordering::AcqRel);
+        RunGuard { state, finished: false }
+    }
+
+    pub fn finish(mut self) {
+        self.finished = true;
+        self.state.completed.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.state.running.fetch_sub(1, Ordering::AcqRel);
+        if !self.finished {
+            self.state.cancelled.fetch_add(1, Ordering::AcqRel);
+            tracing::info!("client went away before the response finished (cancelled)");
+        }
+    }
+}
