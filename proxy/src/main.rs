@@ -108,9 +108,12 @@ fn serve_main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = runtime()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(serve::run(config, &source)).map_err(|e| e.to_string()));
+    let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
+        let result = rt.block_on(serve::run(config, &source)).map_err(|e| e.to_string());
+        // Replicas are stopped by now; do not wait on idle keep-alive connections.
+        rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        result
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

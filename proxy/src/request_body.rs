@@ -57,7 +57,11 @@ pub fn is_json(content_type: Option<&str>) -> bool {
         None => true,
         Some(ct) => {
             let ct = ct.to_ascii_lowercase();
-            ct.starts_with("application/json") || ct.contains("+json") || ct.starts_with("text/plain")
+            // curl -d sends form-urlencoded by default; OpenAI bodies are JSON whatever it says.
+            ct.starts_with("application/json")
+                || ct.contains("+json")
+                || ct.starts_with("text/plain")
+                || ct.starts_with("application/x-www-form-urlencoded")
         }
     }
 }

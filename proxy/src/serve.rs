@@ -7,6 +7,7 @@ use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
 use infergate_config::Config;
 use infergate_scaler::{Controller, ControllerHandle};
+use pingora::listeners::Listeners;
 use pingora::server::Fds;
 use pingora::services::listening::Service;
 use pingora::services::Service as ServiceTrait;
@@ -47,6 +48,42 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| ServeError::Signals(e.to_string()))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| ServeError::Signals(e.to_string()))?;
 
+    // Bind listeners ourselves so port 0 works and the chosen address can be printed; pingora
+    // takes the bound sockets over through its fd table.
+    let mut fds = Fds::new();
+    let mut listeners = Listeners::new();
+    let mut urls = Vec::new();
+    for listener in &config.server.listeners {
+        let std_listener = std::net::TcpListener::bind(&listener.address).map_err(|e| ServeError::Bind {
+            address: listener.address.clone(),
+            reason: e.to_string(),
+        })?;
+        let local = std_listener.local_addr().map_err(|e| ServeError::Bind {
+            address: listener.address.clone(),
+            reason: e.to_string(),
+        })?;
+        // tokio needs the socket in non-blocking mode before pingora adopts it.
+        std_listener.set_nonblocking(true).map_err(|e| ServeError::Bind {
+            address: listener.address.clone(),
+            reason: e.to_string(),
+        })?;
+        let key = local.to_string();
+        fds.add(key.clone(), std_listener.into_raw_fd());
+        match &listener.tls {
+            Some(tls) => {
+                let mut tls_settings = pingora::listeners::tls::TlsSettings::intermediate(&tls.cert, &tls.key)
+                    .map_err(|e| ServeError::Tls { address: key.clone(), reason: e.to_string() })?;
+                tls_settings.enable_h2();
+                listeners.add_tls_with_settings(&key, None, tls_settings);
+                urls.push(format!("https://{local}"));
+            }
+            None => {
+                listeners.add_tcp(&key);
+                urls.push(format!("http://{local}"));
+            }
+        }
+    }
+
     let mut handles: Vec<ControllerHandle> = Vec::new();
     let mut controllers = HashMap::new();
     for (name, deployment) in &config.deployments {
@@ -60,37 +97,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
     }));
     let h2c = config.server.listeners.iter().any(|l| l.h2c);
     let app = ProxyApp::new(router.clone(), settings, h2c);
-    let mut service = Service::new("infergate".to_string(), app);
-
-    // Bind listeners ourselves so port 0 works and the chosen address can be printed; pingora
-    // takes the bound sockets over through its fd table.
-    let mut fds = Fds::new();
-    let mut urls = Vec::new();
-    for listener in &config.server.listeners {
-        let std_listener = std::net::TcpListener::bind(&listener.address).map_err(|e| ServeError::Bind {
-            address: listener.address.clone(),
-            reason: e.to_string(),
-        })?;
-        let local = std_listener.local_addr().map_err(|e| ServeError::Bind {
-            address: listener.address.clone(),
-            reason: e.to_string(),
-        })?;
-        let key = local.to_string();
-        fds.add(key.clone(), std_listener.into_raw_fd());
-        match &listener.tls {
-            Some(tls) => {
-                let mut tls_settings = pingora::listeners::tls::TlsSettings::intermediate(&tls.cert, &tls.key)
-                    .map_err(|e| ServeError::Tls { address: key.clone(), reason: e.to_string() })?;
-                tls_settings.enable_h2();
-                service.add_tls_with_settings(&key, None, tls_settings);
-                urls.push(format!("https://{local}"));
-            }
-            None => {
-                service.add_tcp(&key);
-                urls.push(format!("http://{local}"));
-            }
-        }
-    }
+    let mut service = Service::with_listeners("infergate".to_string(), listeners, app);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_url = if config.admin.address.is_empty() {
