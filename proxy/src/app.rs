@@ -29,6 +29,9 @@ use tracing::Instrument;
 /// How long an idle upstream connection stays pooled; below uvicorn's (vLLM's) 5 s keep-alive.
 const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(4);
 
+/// How long an error answer waits for the unread rest of a refused request body.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// Request headers that describe one hop and are not forwarded.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -375,12 +378,19 @@ async fn respond_error(session: &mut ServerSession, err: &ProxyError) -> bool {
     if let Some(secs) = err.retry_after() {
         extra.push(("retry-after", secs.to_string()));
     }
-    if !session.is_body_done() {
+    let unread_body = !session.is_body_done();
+    if unread_body {
         // The body was not (fully) read: the connection cannot carry another request.
         session.set_keepalive(None);
     }
     let status = StatusCode::from_u16(err.status()).map_or(500, |s| s.as_u16());
-    respond_json(session, status, err.body(), &extra).await
+    let reusable = respond_json(session, status, err.body(), &extra).await;
+    if unread_body {
+        // Lingering close: swallow what the client is still sending (bounded) so it reads our
+        // answer instead of a connection reset.
+        let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;
+    }
+    reusable && !unread_body
 }
 
 #[async_trait]

@@ -1,1 +1,10 @@
+//! End-to-end tests: the real `infergate` binary, real simulated model servers as child processes,
+//! real sockets on 127.0.0.1 with OS-chosen ports, real clients (reqwest, async-openai, and the
+//! official Python `openai` package). No timing assertions.
 
+mod clients;
+mod data_plane;
+mod harness;
+mod lifecycle;
+mod queueing;
+mod tls;

@@ -15,6 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use state::SimState;
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,7 +83,10 @@ pub async fn run(opts: SimOptions) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad address: {e}")))?;
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    println!("sim-server listening on http://{local} model={} cold_start={:?}", opts.model, opts.cold_start);
+    // Whoever started us may stop reading stdout; that must not kill the server.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "sim-server listening on http://{local} model={} cold_start={:?}", opts.model, opts.cold_start);
+    let _ = out.flush();
     let state = Arc::new(SimState::new(opts));
     loop {
         let (stream, _) = match listener.accept().await {

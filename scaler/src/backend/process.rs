@@ -57,6 +57,16 @@ pub fn expand(template: &str, port: u16, replica: u64, model: &str, infergate: &
         .replace("{infergate}", infergate)
 }
 
+/// A handle to infergate's stderr for a child's stdout (falls back to discarding it).
+fn stderr_handle() -> Stdio {
+    use std::os::fd::AsFd;
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
 /// Asks the OS for a free TCP port on the loopback interface.
 fn free_port() -> Result<u16, BackendError> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -99,6 +109,8 @@ impl Backend for ProcessBackend {
             .env("INFERGATE_REPLICA", index.to_string())
             .env("INFERGATE_PORT", port.to_string())
             .stdin(Stdio::null())
+            // Model-server output goes to our stderr, next to our own logs; stdout stays ours.
+            .stdout(stderr_handle())
             .kill_on_drop(true)
             .process_group(0);
         if !gpus.is_empty() {

@@ -1,0 +1,136 @@
+//! Real OpenAI client libraries through the proxy: async-openai (Rust) and the official Python
+//! `openai` package (installed into a venv under target/ on first use).
+
+use crate::harness::{sim_deployment, Proxy};
+use async_openai::config::OpenAIConfig;
+use async_openai::types::{
+    ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs, CreateCompletionRequestArgs,
+    CreateEmbeddingRequestArgs,
+};
+use async_openai::Client;
+use futures_util::StreamExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn proxy() -> Proxy {
+    Proxy::start(&format!(
+        "{}{}",
+        sim_deployment("chat-model", "aliases = [\"chat\"]\nmin_replicas = 1", "--ttft 5ms --tokens-per-s 500"),
+        sim_deployment("embed-model", "min_replicas = 0", "--ttft 5ms --cold-start 500ms")
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_openai_client_chat_stream_completions_embeddings_models() {
+    let proxy = proxy();
+    let client = Client::with_config(OpenAIConfig::new().with_api_base(proxy.url("/v1")).with_api_key("unused"));
+
+    let request = CreateChatCompletionRequestArgs::default()
+        .model("chat")
+        .max_tokens(6u32)
+        .messages([ChatCompletionRequestUserMessageArgs::default().content("hi").build().unwrap().into()])
+        .build()
+        .unwrap();
+    let response = client.chat().create(request.clone()).await.unwrap();
+    let text = response.choices[0].message.content.clone().unwrap();
+    assert_eq!(text, "Hello from a simulated model server");
+
+    let mut stream = client.chat().create_stream(request).await.unwrap();
+    let mut streamed = String::new();
+    let mut finish = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        for choice in chunk.choices {
+            if let Some(c) = choice.delta.content {
+                streamed.push_str(&c);
+            }
+            if choice.finish_reason.is_some() {
+                finish = choice.finish_reason;
+            }
+        }
+    }
+    assert_eq!(streamed, text);
+    assert!(finish.is_some(), "stream ended without a finish_reason");
+
+    let completion = client
+        .completions()
+        .create(CreateCompletionRequestArgs::default().model("chat-model").prompt("once upon").max_tokens(3u32).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(completion.choices[0].text, "Hello from a");
+
+    // The embedding deployment is at zero replicas: the request waits for the cold start.
+    let embeddings = client
+        .embeddings()
+        .create(CreateEmbeddingRequestArgs::default().model("embed-model").input(["a", "b"]).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(embeddings.data.len(), 2);
+    assert_eq!(embeddings.data[0].embedding.len(), 16);
+
+    let models = client.models().list().await.unwrap();
+    let ids: Vec<_> = models.data.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, vec!["chat-model", "embed-model"]);
+}
+
+/// The venv with the official `openai` package, created once under target/.
+fn python() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pyenv");
+    let py = venv.join("bin/python");
+    let ready = py.exists()
+        && Command::new(&py).args(["-c", "import openai"]).status().map(|s| s.success()).unwrap_or(false);
+    if !ready {
+        let status = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 -m venv");
+        assert!(status.success(), "cannot create a venv");
+        let status = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "openai>=1.40"])
+            .status()
+            .expect("pip install openai");
+        assert!(status.success(), "pip install openai failed");
+    }
+    py
+}
+
+const PY_SCRIPT: &str = r#"
+import sys, openai
+client = openai.OpenAI(base_url=sys.argv[1], api_key="unused")
+r = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=6)
+assert r.choices[0].message.content == "Hello from a simulated model server", r
+parts, finish = [], None
+for chunk in client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=6, stream=True, stream_options={"include_usage": True}):
+    for c in chunk.choices:
+        parts.append(c.delta.content or "")
+        finish = c.finish_reason or finish
+assert "".join(parts) == "Hello from a simulated model server", parts
+assert finish == "length", finish
+c = client.completions.create(model="chat-model", prompt="x", max_tokens=2)
+assert c.choices[0].text == "Hello from", c
+e = client.embeddings.create(model="embed-model", input=["a", "b", "c"])
+assert len(e.data) == 3 and len(e.data[0].embedding) == 16, e
+ids = [m.id for m in client.models.list().data]
+assert ids == ["chat-model", "embed-model"], ids
+try:
+    client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    raise SystemExit("unknown model was accepted")
+except openai.NotFoundError as err:
+    assert err.code == "model_not_found", err
+print("python-openai-ok")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_openai_client_chat_stream_completions_embeddings_models() {
+    let py = tokio::task::spawn_blocking(python).await.unwrap();
+    let proxy = proxy();
+    let base = proxy.url("/v1");
+    let out = tokio::task::spawn_blocking(move || Command::new(py).arg("-c").arg(PY_SCRIPT).arg(base).output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("python-openai-ok"),
+        "python client failed:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.log()
+    );
+}
