@@ -1,1 +1,260 @@
-fn main(){}
+//! `infergate-bench`: measures the simulated model server directly and through infergate side by
+//! side in one run (rounds interleaved, since this machine is noisy), with load from this separate
+//! process over real keep-alive HTTP/1.1 connections, and prints ratios.
+//!
+//! Run: `cargo run --release -p infergate-benches -- --help`
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+#[derive(Parser)]
+struct Opts {
+    /// The infergate binary (built with `cargo build --release`).
+    #[arg(long, default_value = "target/release/infergate")]
+    infergate: PathBuf,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Seconds per measured round.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Rounds per target (interleaved).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Completion tokens per request (the simulated server answers at once: 0 ms TTFT).
+    #[arg(long, default_value_t = 1)]
+    max_tokens: u32,
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a command and returns it with the first `http://` URL it prints on stdout after `marker`.
+fn start(mut cmd: Command, marker: &str) -> (Running, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("process ended before printing its address")
+            .expect("read");
+        if line.contains(marker) {
+            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                break url.to_string();
+            }
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (Running(child), url)
+}
+
+struct RoundResult {
+    requests: u64,
+    errors: u64,
+    latencies_us: Vec<u64>,
+    elapsed: Duration,
+}
+
+async fn worker(addr: String, body: Bytes, model: String, until: Instant) -> (u64, u64, Vec<u64>) {
+    let (mut ok, mut errors, mut lat) = (0, 0, Vec::new());
+    'reconnect: while Instant::now() < until {
+        let Ok(stream) = TcpStream::connect(&addr).await else {
+            errors += 1;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+        else {
+            errors += 1;
+            continue;
+        };
+        tokio::spawn(conn);
+        while Instant::now() < until {
+            let req = Request::post("/v1/chat/completions")
+                .header("host", addr.as_str())
+                .header("content-type", "application/json")
+                .header("x-bench-model", model.as_str())
+                .body(Full::new(body.clone()))
+                .expect("request");
+            let t0 = Instant::now();
+            let done = match sender.send_request(req).await {
+                Ok(resp) if resp.status().is_success() => resp.into_body().collect().await.is_ok(),
+                _ => false,
+            };
+            if done {
+                ok += 1;
+                lat.push(t0.elapsed().as_micros() as u64);
+            } else {
+                errors += 1;
+                continue 'reconnect;
+            }
+        }
+    }
+    (ok, errors, lat)
+}
+
+async fn round(addr: &str, opts: &Opts) -> RoundResult {
+    let body = Bytes::from(format!(
+        r#"{{"model":"bench","max_tokens":{},"messages":[{{"role":"user","content":"hello there"}}]}}"#,
+        opts.max_tokens
+    ));
+    let start = Instant::now();
+    let until = start + Duration::from_secs(opts.seconds);
+    let tasks: Vec<_> = (0..opts.connections)
+        .map(|_| {
+            tokio::spawn(worker(
+                addr.to_string(),
+                body.clone(),
+                "bench".into(),
+                until,
+            ))
+        })
+        .collect();
+    let mut result = RoundResult {
+        requests: 0,
+        errors: 0,
+        latencies_us: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    for t in tasks {
+        if let Ok((ok, err, lat)) = t.await {
+            result.requests += ok;
+            result.errors += err;
+            result.latencies_us.extend(lat);
+        }
+    }
+    result.elapsed = start.elapsed();
+    result
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+fn main() {
+    let opts = Opts::parse();
+    let sim_args = [
+        "sim-server",
+        "--ttft",
+        "0ms",
+        "--tokens-per-s",
+        "1000000",
+        "--model",
+        "bench",
+    ];
+    let (_sim, sim_url) = start(
+        {
+            let mut c = Command::new(&opts.infergate);
+            c.args(sim_args);
+            c
+        },
+        "sim-server listening",
+    );
+    let dir = std::env::temp_dir().join(format!("infergate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("bench.toml");
+    let mut f = std::fs::File::create(&config).expect("config");
+    write!(
+        f,
+        "[server]\nlisteners = [{{ address = \"127.0.0.1:0\" }}]\n[admin]\naddress = \"\"\n[deployments.bench]\n[deployments.bench.backend]\ntype = \"static\"\nurls = [\"{sim_url}\"]\n"
+    )
+    .expect("write config");
+    let (_proxy, proxy_url) = start(
+        {
+            let mut c = Command::new(&opts.infergate);
+            c.arg("--config").arg(&config).env("RUST_LOG", "warn");
+            c
+        },
+        "listening on",
+    );
+    std::thread::sleep(Duration::from_millis(800)); // static replica passes its health check
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let targets = [
+        ("direct", sim_url.trim_start_matches("http://").to_string()),
+        (
+            "infergate",
+            proxy_url.trim_start_matches("http://").to_string(),
+        ),
+    ];
+    let mut totals: Vec<(u64, u64, Duration, Vec<u64>)> =
+        vec![(0, 0, Duration::ZERO, Vec::new()); targets.len()];
+    rt.block_on(async {
+        // Warm-up, then interleaved rounds.
+        for (_, addr) in &targets {
+            let warm = Opts {
+                seconds: 1,
+                ..Opts::parse()
+            };
+            round(addr, &warm).await;
+        }
+        for r in 0..opts.rounds {
+            for (i, (name, addr)) in targets.iter().enumerate() {
+                let res = round(addr, &opts).await;
+                eprintln!(
+                    "round {r} {name:<10} {:>9.0} req/s  errors {}",
+                    res.requests as f64 / res.elapsed.as_secs_f64(),
+                    res.errors
+                );
+                let t = &mut totals[i];
+                t.0 += res.requests;
+                t.1 += res.errors;
+                t.2 += res.elapsed;
+                t.3.extend(res.latencies_us);
+            }
+        }
+    });
+    println!(
+        "\n{} connections, {} rounds x {} s, max_tokens {}, simulated server with 0 ms TTFT",
+        opts.connections, opts.rounds, opts.seconds, opts.max_tokens
+    );
+    println!(
+        "{:<10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>10}",
+        "target", "req/s", "p50 ms", "p99 ms", "errors", "rps ×", "p50 +ms"
+    );
+    let base_rps = totals[0].0 as f64 / totals[0].2.as_secs_f64();
+    let mut base_p50 = 0.0;
+    for (i, (name, _)) in targets.iter().enumerate() {
+        let (req, err, elapsed, lat) = &mut totals[i];
+        lat.sort_unstable();
+        let rps = *req as f64 / elapsed.as_secs_f64();
+        let p50 = percentile(lat, 0.5) as f64 / 1000.0;
+        let p99 = percentile(lat, 0.99) as f64 / 1000.0;
+        if i == 0 {
+            base_p50 = p50;
+        }
+        println!(
+            "{name:<10} {rps:>10.0} {p50:>9.3} {p99:>9.3} {err:>9} {:>8.2} {:>10.3}",
+            rps / base_rps,
+            p50 - base_p50
+        );
+    }
+}

@@ -310,7 +310,9 @@ impl DeploymentConfig {
             if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
                 c.fail(
                     f("route.path_prefix"),
-                    format!("must look like \"/name\" (leading '/', no trailing '/'), got {prefix:?}"),
+                    format!(
+                        "must look like \"/name\" (leading '/', no trailing '/'), got {prefix:?}"
+                    ),
                 );
             }
         }
@@ -322,7 +324,8 @@ impl DeploymentConfig {
                         "must name a program, e.g. [\"vllm\", \"serve\", \"...\", \"--port\", \"{port}\"]",
                     );
                 }
-                let needed = u64::from(self.effective_max_replicas()) * u64::from(p.gpus_per_replica);
+                let needed =
+                    u64::from(self.effective_max_replicas()) * u64::from(p.gpus_per_replica);
                 if needed > p.gpus.len() as u64 {
                     c.fail(
                         f("backend.gpus"),

@@ -50,21 +50,33 @@ pub fn deployment_state(d: &crate::routing::DeploymentEntry) -> Value {
 fn json_response(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
-fn route(router: &ArcSwap<RouteTable>, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+fn route(
+    router: &ArcSwap<RouteTable>,
+    req: &Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
     let table = router.load();
     let path = req.uri().path();
     match path {
         "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
         "/admin/v1/deployments" => {
-            let list: Vec<Value> = table.deployments.iter().map(|d| deployment_state(d)).collect();
+            let list: Vec<Value> = table
+                .deployments
+                .iter()
+                .map(|d| deployment_state(d))
+                .collect();
             json_response(StatusCode::OK, json!({"deployments": list}))
         }
-        _ => match path.strip_prefix("/admin/v1/deployments/").and_then(|n| table.by_model(n)) {
+        _ => match path
+            .strip_prefix("/admin/v1/deployments/")
+            .and_then(|n| table.by_model(n))
+        {
             Some(d) => json_response(StatusCode::OK, deployment_state(d)),
             None => json_response(
                 StatusCode::NOT_FOUND,
@@ -75,7 +87,11 @@ fn route(router: &ArcSwap<RouteTable>, req: &Request<hyper::body::Incoming>) -> 
 }
 
 /// Serves the admin API on an already bound listener until `stop` turns true.
-pub async fn serve(listener: TcpListener, router: Arc<ArcSwap<RouteTable>>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Arc<ArcSwap<RouteTable>>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,

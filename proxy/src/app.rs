@@ -69,7 +69,12 @@ struct Outcome {
 
 impl Outcome {
     fn client_gone(route: String, status: u16, queued: Option<Duration>) -> Self {
-        Outcome { status, route, queued, reusable: false }
+        Outcome {
+            status,
+            route,
+            queued,
+            reusable: false,
+        }
     }
 }
 
@@ -100,7 +105,12 @@ impl ProxyApp {
                 if err.status() >= 500 {
                     tracing::warn!(status = err.status(), code = err.code(), error = %err, "request failed");
                 }
-                Outcome { status: err.status(), route: "proxy".into(), queued: None, reusable }
+                Outcome {
+                    status: err.status(),
+                    route: "proxy".into(),
+                    queued: None,
+                    reusable,
+                }
             }
         };
         tracing::info!(
@@ -126,17 +136,35 @@ impl ProxyApp {
 
         if method == Method::GET && (path == "/v1/models" || path == "/models") {
             let ok = respond_json(session, 200, Bytes::from(table.models_json()), &[]).await;
-            return Ok(Outcome { status: 200, route: "proxy".into(), queued: None, reusable: ok });
+            return Ok(Outcome {
+                status: 200,
+                route: "proxy".into(),
+                queued: None,
+                reusable: ok,
+            });
         }
         if method == Method::GET {
             if let Some(id) = path.strip_prefix("/v1/models/") {
-                let body = table.model_json(id).ok_or_else(|| ProxyError::ModelNotFound(id.to_string()))?;
+                let body = table
+                    .model_json(id)
+                    .ok_or_else(|| ProxyError::ModelNotFound(id.to_string()))?;
                 let ok = respond_json(session, 200, Bytes::from(body), &[]).await;
-                return Ok(Outcome { status: 200, route: "proxy".into(), queued: None, reusable: ok });
+                return Ok(Outcome {
+                    status: 200,
+                    route: "proxy".into(),
+                    queued: None,
+                    reusable: ok,
+                });
             }
             if path == "/health" || path == "/healthz" {
-                let ok = respond_json(session, 200, Bytes::from_static(br#"{"status":"ok"}"#), &[]).await;
-                return Ok(Outcome { status: 200, route: "proxy".into(), queued: None, reusable: ok });
+                let ok = respond_json(session, 200, Bytes::from_static(br#"{"status":"ok"}"#), &[])
+                    .await;
+                return Ok(Outcome {
+                    status: 200,
+                    route: "proxy".into(),
+                    queued: None,
+                    reusable: ok,
+                });
             }
         }
 
@@ -147,7 +175,13 @@ impl ProxyApp {
             read_bounded(session, limit).await?
         };
 
-        let header_str = |name: &str| session.req_header().headers.get(name).and_then(|v| v.to_str().ok());
+        let header_str = |name: &str| {
+            session
+                .req_header()
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+        };
         let model = if !body.is_empty() && is_json(header_str("content-type")) {
             model_of(&body)?
         } else {
@@ -169,7 +203,10 @@ impl ProxyApp {
                     return Err(match model {
                         Some(m) => ProxyError::ModelNotFound(m),
                         None if path.starts_with("/v1/") => ProxyError::ModelRequired,
-                        None => ProxyError::NoRoute { method: method.to_string(), path },
+                        None => ProxyError::NoRoute {
+                            method: method.to_string(),
+                            path,
+                        },
                     })
                 }
             },
@@ -182,7 +219,15 @@ impl ProxyApp {
             tracing::info!(deployment = %deployment.name, "client left while waiting in the queue");
             return Ok(Outcome::client_gone("queue".into(), 499, None));
         };
-        self.forward(session, &deployment, acquired, body, strip_prefix, request_id).await
+        self.forward(
+            session,
+            &deployment,
+            acquired,
+            body,
+            strip_prefix,
+            request_id,
+        )
+        .await
     }
 
     /// Waits for a slot; `Ok(None)` when the client went away while waiting.
@@ -198,8 +243,14 @@ impl ProxyApp {
             _ = session.read_body_or_idle(true) => return Ok(None),
         };
         result.map(Some).map_err(|e| match e {
-            AcquireError::QueueFull { waiting } => ProxyError::QueueFull { deployment: deployment.name.clone(), waiting },
-            AcquireError::Timeout(waited) => ProxyError::QueueTimeout { deployment: deployment.name.clone(), waited },
+            AcquireError::QueueFull { waiting } => ProxyError::QueueFull {
+                deployment: deployment.name.clone(),
+                waiting,
+            },
+            AcquireError::Timeout(waited) => ProxyError::QueueTimeout {
+                deployment: deployment.name.clone(),
+                waited,
+            },
             AcquireError::Closed => ProxyError::ShuttingDown,
         })
     }
@@ -239,18 +290,36 @@ impl ProxyApp {
         let replica = slot.replica().clone();
         let route = format!("replica/{}", replica.id);
 
-        let request = upstream_request(session.req_header(), &body, strip_prefix, &replica, request_id)
-            .map_err(|reason| ProxyError::UpstreamFailed { deployment: deployment.name.clone(), reason })?;
+        let request = upstream_request(
+            session.req_header(),
+            &body,
+            strip_prefix,
+            &replica,
+            request_id,
+        )
+        .map_err(|reason| ProxyError::UpstreamFailed {
+            deployment: deployment.name.clone(),
+            reason,
+        })?;
         let upstream_failed = |e: Box<pingora::Error>| ProxyError::UpstreamFailed {
             deployment: deployment.name.clone(),
             reason: e.to_string(),
         };
         // From here on bytes may have reached the model: no retries.
-        upstream.write_request_header(Box::new(request)).await.map_err(upstream_failed)?;
+        upstream
+            .write_request_header(Box::new(request))
+            .await
+            .map_err(upstream_failed)?;
         if !body.is_empty() {
-            upstream.write_request_body(body, true).await.map_err(upstream_failed)?;
+            upstream
+                .write_request_body(body, true)
+                .await
+                .map_err(upstream_failed)?;
         }
-        upstream.finish_request_body().await.map_err(upstream_failed)?;
+        upstream
+            .finish_request_body()
+            .await
+            .map_err(upstream_failed)?;
 
         let header = tokio::select! {
             r = tokio::time::timeout(config.upstream.response_timeout.get(), upstream.read_response_header()) => r,
@@ -265,7 +334,10 @@ impl ProxyApp {
             Err(_) => return Err(ProxyError::UpstreamTimeout(deployment.name.clone())),
         }
         let Some(upstream_header) = upstream.response_header() else {
-            return Err(ProxyError::UpstreamFailed { deployment: deployment.name.clone(), reason: "no response header".into() });
+            return Err(ProxyError::UpstreamFailed {
+                deployment: deployment.name.clone(),
+                reason: "no response header".into(),
+            });
         };
         let status = upstream_header.status.as_u16();
         let mut response = upstream_header.clone();
@@ -276,7 +348,11 @@ impl ProxyApp {
         if let Some(q) = queued {
             let _ = response.insert_header("x-infergate-queued-ms", q.as_millis().to_string());
         }
-        if session.write_response_header(Box::new(response)).await.is_err() {
+        if session
+            .write_response_header(Box::new(response))
+            .await
+            .is_err()
+        {
             return Ok(Outcome::client_gone(route, status, queued));
         }
 
@@ -308,10 +384,17 @@ impl ProxyApp {
         }
         let finished = session.finish_body().await.is_ok();
         if upstream.response_done() {
-            self.connector.release_http_session(upstream, &peer, Some(UPSTREAM_POOL_IDLE)).await;
+            self.connector
+                .release_http_session(upstream, &peer, Some(UPSTREAM_POOL_IDLE))
+                .await;
         }
         drop(slot);
-        Ok(Outcome { status, route, queued, reusable: finished })
+        Ok(Outcome {
+            status,
+            route,
+            queued,
+            reusable: finished,
+        })
     }
 }
 
@@ -341,20 +424,31 @@ fn upstream_request(
     }
     req.set_version(http::Version::HTTP_11);
     if !body.is_empty() || downstream.method == Method::POST || downstream.method == Method::PUT {
-        req.insert_header(header::CONTENT_LENGTH, body.len().to_string()).map_err(|e| e.to_string())?;
+        req.insert_header(header::CONTENT_LENGTH, body.len().to_string())
+            .map_err(|e| e.to_string())?;
     }
     if req.headers.get(header::HOST).is_none() {
-        let host = downstream.uri.authority().map_or_else(|| replica.addr.to_string(), |a| a.to_string());
-        req.insert_header(header::HOST, host).map_err(|e| e.to_string())?;
+        let host = downstream
+            .uri
+            .authority()
+            .map_or_else(|| replica.addr.to_string(), |a| a.to_string());
+        req.insert_header(header::HOST, host)
+            .map_err(|e| e.to_string())?;
     }
     if req.headers.get("x-request-id").is_none() {
-        req.insert_header("x-request-id", format!("infergate-{request_id}")).map_err(|e| e.to_string())?;
+        req.insert_header("x-request-id", format!("infergate-{request_id}"))
+            .map_err(|e| e.to_string())?;
     }
     Ok(req)
 }
 
 /// Writes a complete JSON response; true when the connection can be reused.
-async fn respond_json(session: &mut ServerSession, status: u16, body: Bytes, extra: &[(&'static str, String)]) -> bool {
+async fn respond_json(
+    session: &mut ServerSession,
+    status: u16,
+    body: Bytes,
+    extra: &[(&'static str, String)],
+) -> bool {
     let Ok(mut resp) = ResponseHeader::build(status, Some(4 + extra.len())) else {
         return false;
     };

@@ -64,7 +64,9 @@ pub enum ProxyError {
         reason: String,
     },
     /// The replica sent no response headers within `upstream.response_timeout`.
-    #[error("The replica of deployment `{0}` did not respond in time (upstream.response_timeout).")]
+    #[error(
+        "The replica of deployment `{0}` did not respond in time (upstream.response_timeout)."
+    )]
     UpstreamTimeout(String),
 }
 

@@ -15,7 +15,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "infergate", version, about = "Inference proxy with a built-in autoscaler", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "infergate",
+    version,
+    about = "Inference proxy with a built-in autoscaler",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -47,9 +52,12 @@ struct ServeArgs {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -58,7 +66,9 @@ fn init_logging(format: &str) {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 fn main() -> ExitCode {
@@ -66,7 +76,11 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Validate { file }) => match Config::load(&file) {
             Ok(config) => {
-                println!("{}: valid ({} deployment(s))", file.display(), config.deployments.len());
+                println!(
+                    "{}: valid ({} deployment(s))",
+                    file.display(),
+                    config.deployments.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -109,7 +123,9 @@ fn serve_main(args: ServeArgs) -> ExitCode {
         }
     };
     let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
-        let result = rt.block_on(serve::run(config, &source)).map_err(|e| e.to_string());
+        let result = rt
+            .block_on(serve::run(config, &source))
+            .map_err(|e| e.to_string());
         // Replicas are stopped by now; do not wait on idle keep-alive connections.
         rt.shutdown_timeout(std::time::Duration::from_secs(1));
         result

@@ -60,7 +60,9 @@ impl RouteTable {
             }
         }
         // Longest prefix first.
-        table.by_prefix.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        table
+            .by_prefix
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         table
     }
 
@@ -70,14 +72,28 @@ impl RouteTable {
     }
 
     /// Finds the deployment for a request without a known model: header, then host, then prefix.
-    pub fn by_request(&self, header: Option<&str>, host: Option<&str>, path: &str) -> Option<Route<'_>> {
+    pub fn by_request(
+        &self,
+        header: Option<&str>,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<Route<'_>> {
         if let Some(d) = header.and_then(|h| self.by_model(h)) {
-            return Some(Route { deployment: d, strip_prefix: 0 });
+            return Some(Route {
+                deployment: d,
+                strip_prefix: 0,
+            });
         }
         if let Some(host) = host {
-            let host = host.rsplit_once(':').map_or(host, |(h, _)| h).to_ascii_lowercase();
+            let host = host
+                .rsplit_once(':')
+                .map_or(host, |(h, _)| h)
+                .to_ascii_lowercase();
             if let Some(&i) = self.by_host.get(&host) {
-                return Some(Route { deployment: &self.deployments[i], strip_prefix: 0 });
+                return Some(Route {
+                    deployment: &self.deployments[i],
+                    strip_prefix: 0,
+                });
             }
         }
         self.prefix_route(path)

@@ -45,8 +45,10 @@ pub enum ServeError {
 /// Runs the proxy until SIGINT/SIGTERM, then shuts down gracefully.
 pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> {
     // Signal handlers first, so a signal during start-up still shuts down cleanly.
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| ServeError::Signals(e.to_string()))?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| ServeError::Signals(e.to_string()))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| ServeError::Signals(e.to_string()))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| ServeError::Signals(e.to_string()))?;
 
     // Bind listeners ourselves so port 0 works and the chosen address can be printed; pingora
     // takes the bound sockets over through its fd table.
@@ -54,25 +56,32 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
     let mut listeners = Listeners::new();
     let mut urls = Vec::new();
     for listener in &config.server.listeners {
-        let std_listener = std::net::TcpListener::bind(&listener.address).map_err(|e| ServeError::Bind {
-            address: listener.address.clone(),
-            reason: e.to_string(),
-        })?;
+        let std_listener =
+            std::net::TcpListener::bind(&listener.address).map_err(|e| ServeError::Bind {
+                address: listener.address.clone(),
+                reason: e.to_string(),
+            })?;
         let local = std_listener.local_addr().map_err(|e| ServeError::Bind {
             address: listener.address.clone(),
             reason: e.to_string(),
         })?;
         // tokio needs the socket in non-blocking mode before pingora adopts it.
-        std_listener.set_nonblocking(true).map_err(|e| ServeError::Bind {
-            address: listener.address.clone(),
-            reason: e.to_string(),
-        })?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| ServeError::Bind {
+                address: listener.address.clone(),
+                reason: e.to_string(),
+            })?;
         let key = local.to_string();
         fds.add(key.clone(), std_listener.into_raw_fd());
         match &listener.tls {
             Some(tls) => {
-                let mut tls_settings = pingora::listeners::tls::TlsSettings::intermediate(&tls.cert, &tls.key)
-                    .map_err(|e| ServeError::Tls { address: key.clone(), reason: e.to_string() })?;
+                let mut tls_settings =
+                    pingora::listeners::tls::TlsSettings::intermediate(&tls.cert, &tls.key)
+                        .map_err(|e| ServeError::Tls {
+                            address: key.clone(),
+                            reason: e.to_string(),
+                        })?;
                 tls_settings.enable_h2();
                 listeners.add_tls_with_settings(&key, None, tls_settings);
                 urls.push(format!("https://{local}"));
@@ -91,7 +100,10 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
         controllers.insert(name.clone(), handle.controller.clone());
         handles.push(handle);
     }
-    let router = Arc::new(ArcSwap::from_pointee(RouteTable::new(&config, &controllers)));
+    let router = Arc::new(ArcSwap::from_pointee(RouteTable::new(
+        &config,
+        &controllers,
+    )));
     let settings = Arc::new(ArcSwap::from_pointee(DataPlaneSettings {
         max_body_size: config.server.max_body_size,
     }));
@@ -103,10 +115,12 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
     let admin_url = if config.admin.address.is_empty() {
         None
     } else {
-        let listener = tokio::net::TcpListener::bind(&config.admin.address).await.map_err(|e| ServeError::Bind {
-            address: config.admin.address.clone(),
-            reason: e.to_string(),
-        })?;
+        let listener = tokio::net::TcpListener::bind(&config.admin.address)
+            .await
+            .map_err(|e| ServeError::Bind {
+                address: config.admin.address.clone(),
+                reason: e.to_string(),
+            })?;
         let local = listener.local_addr().map_err(|e| ServeError::Bind {
             address: config.admin.address.clone(),
             reason: e.to_string(),
@@ -118,9 +132,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
     let service_stop = stop_rx.clone();
     let fd_table: pingora::server::ListenFds = Arc::new(parking_lot::Mutex::new(fds));
     let data_plane = tokio::spawn(async move {
-        service
-            .start_service(Some(fd_table), service_stop, 1)
-            .await;
+        service.start_service(Some(fd_table), service_stop, 1).await;
     });
 
     print_banner(&config, config_source, &urls, admin_url.as_deref());
@@ -136,10 +148,17 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
     let deadline = Instant::now() + config.server.shutdown_grace.get();
     loop {
         let table = router.load();
-        let busy: u64 = table.deployments.iter().map(|d| d.controller.pool().in_flight()).sum();
+        let busy: u64 = table
+            .deployments
+            .iter()
+            .map(|d| d.controller.pool().in_flight())
+            .sum();
         if busy == 0 || Instant::now() >= deadline {
             if busy > 0 {
-                tracing::warn!(in_flight = busy, "grace period over with requests still in flight");
+                tracing::warn!(
+                    in_flight = busy,
+                    "grace period over with requests still in flight"
+                );
             }
             break;
         }
@@ -157,8 +176,15 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
 }
 
 fn print_banner(config: &Config, source: &str, urls: &[String], admin: Option<&str>) {
-    let base = urls.first().map(String::as_str).unwrap_or("http://127.0.0.1:8080");
-    println!("infergate {} serving {} deployment(s) from {source}", env!("CARGO_PKG_VERSION"), config.deployments.len());
+    let base = urls
+        .first()
+        .map(String::as_str)
+        .unwrap_or("http://127.0.0.1:8080");
+    println!(
+        "infergate {} serving {} deployment(s) from {source}",
+        env!("CARGO_PKG_VERSION"),
+        config.deployments.len()
+    );
     for url in urls {
         println!("  listening on {url}");
     }

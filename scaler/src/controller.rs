@@ -90,7 +90,9 @@ impl Controller {
             for (i, addr) in addrs.into_iter().enumerate() {
                 let replica = Arc::new(Replica::new(format!("{name}-{i}"), addr));
                 controller.pool.add_replica(replica.clone());
-                tasks.push(tokio::spawn(controller.clone().watch_fixed_replica(replica)));
+                tasks.push(tokio::spawn(
+                    controller.clone().watch_fixed_replica(replica),
+                ));
             }
         } else {
             tasks.push(tokio::spawn(controller.clone().control_loop()));
@@ -116,7 +118,8 @@ impl Controller {
     /// Swaps in new settings; they take effect on the next decision. In-flight and waiting
     /// requests are untouched.
     pub fn update_config(&self, config: DeploymentConfig) {
-        self.pool.set_replica_concurrency(config.replica_concurrency);
+        self.pool
+            .set_replica_concurrency(config.replica_concurrency);
         self.config.store(Arc::new(config));
         self.pool.demand().notify_one();
     }
@@ -169,7 +172,8 @@ impl Controller {
         }
         for index in &decision.stop {
             if let Some(replica) = replicas.get(*index) {
-                self.clone().begin_stop(replica.clone(), "idle for scale_down_delay");
+                self.clone()
+                    .begin_stop(replica.clone(), "idle for scale_down_delay");
             }
         }
         for _ in 0..decision.start {

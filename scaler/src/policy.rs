@@ -81,10 +81,12 @@ pub fn decide(config: &DeploymentConfig, obs: &Observation) -> Decision {
             .replicas
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.state == ReplicaState::Ready && r.in_flight == 0 && r.idle_for >= delay)
+            .filter(|(_, r)| {
+                r.state == ReplicaState::Ready && r.in_flight == 0 && r.idle_for >= delay
+            })
             .map(|(i, r)| (i, r.idle_for))
             .collect();
-        idle.sort_by(|a, b| b.1.cmp(&a.1));
+        idle.sort_by_key(|(_, idle_for)| std::cmp::Reverse(*idle_for));
         let removable = active.saturating_sub(floor) as usize;
         stop = idle.into_iter().take(removable).map(|(i, _)| i).collect();
         if !stop.is_empty() {
@@ -122,7 +124,13 @@ mod tests {
 
     #[test]
     fn first_request_at_zero_starts_one_replica() {
-        let d = decide(&config(""), &Observation { waiting: 20, ..Default::default() });
+        let d = decide(
+            &config(""),
+            &Observation {
+                waiting: 20,
+                ..Default::default()
+            },
+        );
         assert_eq!((d.desired, d.start), (1, 1));
     }
 
@@ -134,7 +142,10 @@ mod tests {
 
     #[test]
     fn min_replicas_are_kept_up() {
-        let d = decide(&config("min_replicas = 2\nmax_replicas = 3"), &Observation::default());
+        let d = decide(
+            &config("min_replicas = 2\nmax_replicas = 3"),
+            &Observation::default(),
+        );
         assert_eq!((d.desired, d.start), (2, 2));
     }
 
@@ -153,7 +164,10 @@ mod tests {
     fn idle_replica_stops_only_after_scale_down_delay_and_not_below_min() {
         let c = config("scale_down_delay = \"60s\"\nmin_replicas = 1\nmax_replicas = 3");
         let mut obs = Observation {
-            replicas: vec![view(ReplicaState::Ready, 0, 59), view(ReplicaState::Ready, 0, 120)],
+            replicas: vec![
+                view(ReplicaState::Ready, 0, 59),
+                view(ReplicaState::Ready, 0, 120),
+            ],
             ..Default::default()
         };
         assert_eq!(decide(&c, &obs).stop, vec![1]);

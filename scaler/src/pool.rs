@@ -215,7 +215,11 @@ impl ReplicaPool {
             // Both candidates usable: the less loaded wins. Otherwise fall through to the scan, so
             // an unready replica never skews the choice towards a busy one.
             if eligible(ra) && eligible(rb) {
-                let r = if rb.in_flight() < ra.in_flight() { rb } else { ra };
+                let r = if rb.in_flight() < ra.in_flight() {
+                    rb
+                } else {
+                    ra
+                };
                 if r.try_take(limit) {
                     return Some(self.grant(r.clone()));
                 }

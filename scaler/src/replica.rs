@@ -21,7 +21,6 @@ pub enum ReplicaState {
     Failed = 4,
 }
 
-
 impl ReplicaState {
     /// Stable lower-case name, used in logs and the admin API.
     pub fn name(&self) -> &'static str {

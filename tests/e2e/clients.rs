@@ -4,8 +4,8 @@
 use crate::harness::{sim_deployment, Proxy};
 use async_openai::config::OpenAIConfig;
 use async_openai::types::{
-    ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs, CreateCompletionRequestArgs,
-    CreateEmbeddingRequestArgs,
+    ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs,
+    CreateCompletionRequestArgs, CreateEmbeddingRequestArgs,
 };
 use async_openai::Client;
 use futures_util::StreamExt;
@@ -15,20 +15,36 @@ use std::process::Command;
 fn proxy() -> Proxy {
     Proxy::start(&format!(
         "{}{}",
-        sim_deployment("chat-model", "aliases = [\"chat\"]\nmin_replicas = 1", "--ttft 5ms --tokens-per-s 500"),
-        sim_deployment("embed-model", "min_replicas = 0", "--ttft 5ms --cold-start 500ms")
+        sim_deployment(
+            "chat-model",
+            "aliases = [\"chat\"]\nmin_replicas = 1",
+            "--ttft 5ms --tokens-per-s 500"
+        ),
+        sim_deployment(
+            "embed-model",
+            "min_replicas = 0",
+            "--ttft 5ms --cold-start 500ms"
+        )
     ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_openai_client_chat_stream_completions_embeddings_models() {
     let proxy = proxy();
-    let client = Client::with_config(OpenAIConfig::new().with_api_base(proxy.url("/v1")).with_api_key("unused"));
+    let client = Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(proxy.url("/v1"))
+            .with_api_key("unused"),
+    );
 
     let request = CreateChatCompletionRequestArgs::default()
         .model("chat")
         .max_tokens(6u32)
-        .messages([ChatCompletionRequestUserMessageArgs::default().content("hi").build().unwrap().into()])
+        .messages([ChatCompletionRequestUserMessageArgs::default()
+            .content("hi")
+            .build()
+            .unwrap()
+            .into()])
         .build()
         .unwrap();
     let response = client.chat().create(request.clone()).await.unwrap();
@@ -54,7 +70,14 @@ async fn rust_openai_client_chat_stream_completions_embeddings_models() {
 
     let completion = client
         .completions()
-        .create(CreateCompletionRequestArgs::default().model("chat-model").prompt("once upon").max_tokens(3u32).build().unwrap())
+        .create(
+            CreateCompletionRequestArgs::default()
+                .model("chat-model")
+                .prompt("once upon")
+                .max_tokens(3u32)
+                .build()
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(completion.choices[0].text, "Hello from a");
@@ -62,7 +85,13 @@ async fn rust_openai_client_chat_stream_completions_embeddings_models() {
     // The embedding deployment is at zero replicas: the request waits for the cold start.
     let embeddings = client
         .embeddings()
-        .create(CreateEmbeddingRequestArgs::default().model("embed-model").input(["a", "b"]).build().unwrap())
+        .create(
+            CreateEmbeddingRequestArgs::default()
+                .model("embed-model")
+                .input(["a", "b"])
+                .build()
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(embeddings.data.len(), 2);
@@ -78,12 +107,26 @@ fn python() -> PathBuf {
     let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pyenv");
     let py = venv.join("bin/python");
     let ready = py.exists()
-        && Command::new(&py).args(["-c", "import openai"]).status().map(|s| s.success()).unwrap_or(false);
+        && Command::new(&py)
+            .args(["-c", "import openai"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
     if !ready {
-        let status = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 -m venv");
+        let status = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .expect("python3 -m venv");
         assert!(status.success(), "cannot create a venv");
         let status = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "openai>=1.40"])
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "openai>=1.40",
+            ])
             .status()
             .expect("pip install openai");
         assert!(status.success(), "pip install openai failed");
@@ -123,9 +166,16 @@ async fn python_openai_client_chat_stream_completions_embeddings_models() {
     let py = tokio::task::spawn_blocking(python).await.unwrap();
     let proxy = proxy();
     let base = proxy.url("/v1");
-    let out = tokio::task::spawn_blocking(move || Command::new(py).arg("-c").arg(PY_SCRIPT).arg(base).output().unwrap())
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(py)
+            .arg("-c")
+            .arg(PY_SCRIPT)
+            .arg(base)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("python-openai-ok"),

@@ -12,7 +12,9 @@ async fn assert_error(response: reqwest::Response, status: u16, code: &str) {
     assert_eq!(response.headers()["content-type"], "application/json");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
     assert!(body["error"]["type"].as_str().is_some());
 }
 
@@ -22,32 +24,83 @@ async fn bad_requests_get_openai_style_errors_and_big_prompts_route_by_model() {
         "listeners = [{ address = \"127.0.0.1:0\" }]\nmax_body_size = 4194304",
         &format!(
             "{}{}",
-            sim_deployment("small", "min_replicas = 1\nroute = { path_prefix = \"/small\" }", "--ttft 1ms"),
-            sim_deployment("other", "aliases = [\"alias-of-other\"]\nmin_replicas = 1", "--ttft 1ms"),
+            sim_deployment(
+                "small",
+                "min_replicas = 1\nroute = { path_prefix = \"/small\" }",
+                "--ttft 1ms"
+            ),
+            sim_deployment(
+                "other",
+                "aliases = [\"alias-of-other\"]\nmin_replicas = 1",
+                "--ttft 1ms"
+            ),
         ),
     );
     for d in ["small", "other"] {
-        proxy.wait_state(d, Duration::from_secs(20), |s| s["replicas"][0]["state"] == "ready").await;
+        proxy
+            .wait_state(d, Duration::from_secs(20), |s| {
+                s["replicas"][0]["state"] == "ready"
+            })
+            .await;
     }
     let client = reqwest::Client::new();
     let post = |body: String| {
-        client.post(proxy.url("/v1/chat/completions")).header("content-type", "application/json").body(body).send()
+        client
+            .post(proxy.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
     };
-    assert_error(post(json!({"model": "nope", "messages": []}).to_string()).await.unwrap(), 404, "model_not_found").await;
-    assert_error(post("{\"model\": \"small\", ".into()).await.unwrap(), 400, "invalid_json").await;
-    assert_error(post(json!({"messages": []}).to_string()).await.unwrap(), 400, "model_required").await;
+    assert_error(
+        post(json!({"model": "nope", "messages": []}).to_string())
+            .await
+            .unwrap(),
+        404,
+        "model_not_found",
+    )
+    .await;
+    assert_error(
+        post("{\"model\": \"small\", ".into()).await.unwrap(),
+        400,
+        "invalid_json",
+    )
+    .await;
+    assert_error(
+        post(json!({"messages": []}).to_string()).await.unwrap(),
+        400,
+        "model_required",
+    )
+    .await;
     let huge = "x".repeat(5 << 20);
-    assert_error(post(json!({"model": "small", "prompt": huge}).to_string()).await.unwrap(), 413, "request_too_large").await;
-    assert_error(client.get(proxy.url("/nothing-here")).send().await.unwrap(), 404, "unknown_url").await;
+    assert_error(
+        post(json!({"model": "small", "prompt": huge}).to_string())
+            .await
+            .unwrap(),
+        413,
+        "request_too_large",
+    )
+    .await;
+    assert_error(
+        client.get(proxy.url("/nothing-here")).send().await.unwrap(),
+        404,
+        "unknown_url",
+    )
+    .await;
 
     // A 2 MiB prompt with `model` at the very end is routed by model and replayed whole.
     let prompt = "word ".repeat((2 << 20) / 5);
-    let body = format!(r#"{{"messages":[{{"role":"user","content":"{prompt}"}}],"max_tokens":2,"model":"alias-of-other"}}"#);
+    let body = format!(
+        r#"{{"messages":[{{"role":"user","content":"{prompt}"}}],"max_tokens":2,"model":"alias-of-other"}}"#
+    );
     let response = post(body).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-infergate-route"], "replica/other-0");
     let parsed: Value = response.json().await.unwrap();
-    assert_eq!(parsed["usage"]["prompt_tokens"], (2 << 20) / 5, "the replica got the whole prompt");
+    assert_eq!(
+        parsed["usage"]["prompt_tokens"],
+        (2 << 20) / 5,
+        "the replica got the whole prompt"
+    );
 
     // Header and path-prefix routing when the body names no model.
     let by_header = client
@@ -58,11 +111,23 @@ async fn bad_requests_get_openai_style_errors_and_big_prompts_route_by_model() {
         .await
         .unwrap();
     assert_eq!(by_header.headers()["x-infergate-route"], "replica/other-0");
-    let by_prefix = client.post(proxy.url("/small/v1/embeddings")).json(&json!({"input": "hi"})).send().await.unwrap();
+    let by_prefix = client
+        .post(proxy.url("/small/v1/embeddings"))
+        .json(&json!({"input": "hi"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(by_prefix.status(), 200);
     assert_eq!(by_prefix.headers()["x-infergate-route"], "replica/small-0");
 
-    let models: Value = client.get(proxy.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+    let models: Value = client
+        .get(proxy.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(models["data"][0]["id"], "other");
     assert_eq!(models["data"][0]["aliases"][0], "alias-of-other");
 }
@@ -80,22 +145,39 @@ async fn sim_stats(proxy: &Proxy, deployment: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counters_return_to_zero_after_completions_disconnects_kills_connect_failures_and_timeouts() {
+async fn counters_return_to_zero_after_completions_disconnects_kills_connect_failures_and_timeouts()
+{
     let gone = SimServer::start("--ttft 1ms");
-    let proxy = Proxy::start(&format!(
-        "{}{}{}",
-        sim_deployment("mix", "min_replicas = 1", "--ttft 10ms --tokens-per-s 40"),
-        sim_deployment("sluggish", "min_replicas = 1\nupstream = { response_timeout = \"300ms\" }", "--ttft 5s"),
-        format!(
-            "[deployments.gone]\nhealth = {{ interval = \"60s\" }}\n[deployments.gone.backend]\ntype = \"static\"\nurls = [\"{}\"]\n",
-            gone.url
-        ),
-    ));
+    let gone_table = format!(
+        "[deployments.gone]\nhealth = {{ interval = \"60s\" }}\n[deployments.gone.backend]\ntype = \"static\"\nurls = [\"{}\"]\n",
+        gone.url
+    );
+    let proxy = Proxy::start(
+        &[
+            sim_deployment("mix", "min_replicas = 1", "--ttft 10ms --tokens-per-s 40"),
+            sim_deployment(
+                "sluggish",
+                "min_replicas = 1\nupstream = { response_timeout = \"300ms\" }",
+                "--ttft 5s",
+            ),
+            gone_table,
+        ]
+        .concat(),
+    );
     for d in ["mix", "sluggish", "gone"] {
-        proxy.wait_state(d, Duration::from_secs(20), |s| s["replicas"][0]["state"] == "ready").await;
+        proxy
+            .wait_state(d, Duration::from_secs(20), |s| {
+                s["replicas"][0]["state"] == "ready"
+            })
+            .await;
     }
     let client = reqwest::Client::new();
-    let stream = |tokens: u32| client.post(proxy.url("/v1/chat/completions")).json(&chat("mix", true, tokens)).send();
+    let stream = |tokens: u32| {
+        client
+            .post(proxy.url("/v1/chat/completions"))
+            .json(&chat("mix", true, tokens))
+            .send()
+    };
 
     // Completed streams.
     for _ in 0..3 {
@@ -117,7 +199,10 @@ async fn counters_return_to_zero_after_completions_disconnects_kills_connect_fai
             assert_eq!(stats["completed"], 3);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "replica never saw the cancellations: {stats}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica never saw the cancellations: {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A replica killed mid-stream: the client's stream ends in an error, not a clean end.
@@ -132,19 +217,38 @@ async fn counters_return_to_zero_after_completions_disconnects_kills_connect_fai
             saw_error = true;
         }
     }
-    assert!(saw_error, "a stream cut by a dead replica must not look complete");
+    assert!(
+        saw_error,
+        "a stream cut by a dead replica must not look complete"
+    );
     // Response timeout: 504 with an OpenAI-style body.
-    let slow = client.post(proxy.url("/v1/chat/completions")).json(&chat("sluggish", false, 1)).send().await.unwrap();
+    let slow = client
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&chat("sluggish", false, 1))
+        .send()
+        .await
+        .unwrap();
     assert_error(slow, 504, "upstream_timeout").await;
     // Connect failure: the static replica went away (health re-check is a minute off).
     drop(gone);
-    let refused = client.post(proxy.url("/v1/chat/completions")).json(&chat("gone", false, 1)).send().await.unwrap();
+    let refused = client
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&chat("gone", false, 1))
+        .send()
+        .await
+        .unwrap();
     assert_error(refused, 502, "upstream_unreachable").await;
 
     for d in ["mix", "sluggish", "gone"] {
         let state = proxy
             .wait_state(d, Duration::from_secs(10), |s| {
-                s["in_flight"] == 0 && s["waiting"] == 0 && s["replicas"].as_array().unwrap().iter().all(|r| r["in_flight"] == 0)
+                s["in_flight"] == 0
+                    && s["waiting"] == 0
+                    && s["replicas"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|r| r["in_flight"] == 0)
             })
             .await;
         assert_eq!(state["in_flight"], 0, "{d}: {state:#}");
@@ -152,7 +256,12 @@ async fn counters_return_to_zero_after_completions_disconnects_kills_connect_fai
     // The killed replica is replaced and serves again.
     let state = proxy
         .wait_state("mix", Duration::from_secs(30), |s| {
-            s["replicas_started_total"] == 2 && s["replicas"].as_array().unwrap().iter().any(|r| r["state"] == "ready")
+            s["replicas_started_total"] == 2
+                && s["replicas"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["state"] == "ready")
         })
         .await;
     assert_eq!(state["replicas_failed_total"], 1);

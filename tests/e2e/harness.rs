@@ -25,8 +25,15 @@ pub fn scratch_dir() -> PathBuf {
 
 /// A process-backend deployment table running the simulated model server.
 pub fn sim_deployment(name: &str, settings: &str, sim_args: &str) -> String {
-    let args: Vec<String> = sim_args.split_whitespace().map(|a| format!("{a:?}")).collect();
-    let extra = if args.is_empty() { String::new() } else { format!(", {}", args.join(", ")) };
+    let args: Vec<String> = sim_args
+        .split_whitespace()
+        .map(|a| format!("{a:?}"))
+        .collect();
+    let extra = if args.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", args.join(", "))
+    };
     format!(
         r#"
 [deployments.{name}]
@@ -96,7 +103,13 @@ impl Proxy {
             let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
             panic!("infergate did not start:\n{log}");
         };
-        Proxy { child, base, tls_base, admin, stderr_path }
+        Proxy {
+            child,
+            base,
+            tls_base,
+            admin,
+            stderr_path,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -114,14 +127,22 @@ impl Proxy {
     }
 
     /// Waits until `check` holds on the deployment's state (panics after `timeout`).
-    pub async fn wait_state(&self, deployment: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_state(
+        &self,
+        deployment: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let state = self.state(deployment).await;
             if check(&state) {
                 return state;
             }
-            assert!(Instant::now() < deadline, "state never satisfied the condition: {state:#}");
+            assert!(
+                Instant::now() < deadline,
+                "state never satisfied the condition: {state:#}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -136,7 +157,10 @@ impl Proxy {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "infergate did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "infergate did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -177,7 +201,12 @@ pub fn kill(pid: u32, signal: i32) {
 /// Whether a process is alive (and not a zombie).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -186,10 +215,15 @@ pub fn alive(pid: u32) -> bool {
 pub fn children(pid: u32) -> Vec<u32> {
     let mut out = vec![];
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) {
             let after = stat.rsplit(')').next().unwrap_or("");
-            let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+            let ppid = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
             if ppid == Some(pid) {
                 out.push(child);
             }
@@ -222,7 +256,11 @@ impl SimServer {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap()
+            .to_string();
         SimServer { child, url }
     }
 }

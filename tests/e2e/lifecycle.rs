@@ -9,33 +9,69 @@ use std::time::Duration;
 async fn idle_replica_stops_after_scale_down_delay_and_min_replicas_stay() {
     let proxy = Proxy::start(&format!(
         "{}{}",
-        sim_deployment("scales", "min_replicas = 0\nscale_down_delay = \"1s\"", "--ttft 1ms --cold-start 200ms"),
-        sim_deployment("floor", "min_replicas = 1\nscale_down_delay = \"0s\"", "--ttft 1ms"),
+        sim_deployment(
+            "scales",
+            "min_replicas = 0\nscale_down_delay = \"1s\"",
+            "--ttft 1ms --cold-start 200ms"
+        ),
+        sim_deployment(
+            "floor",
+            "min_replicas = 1\nscale_down_delay = \"0s\"",
+            "--ttft 1ms"
+        ),
     ));
     let client = reqwest::Client::new();
-    let r = client.post(proxy.url("/v1/chat/completions")).json(&chat("scales", false, 1)).send().await.unwrap();
+    let r = client
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&chat("scales", false, 1))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let state = proxy
-        .wait_state("scales", Duration::from_secs(20), |s| s["replicas"].as_array().unwrap().is_empty())
+        .wait_state("scales", Duration::from_secs(20), |s| {
+            s["replicas"].as_array().unwrap().is_empty()
+        })
         .await;
     assert_eq!(state["replicas_stopped_total"], 1);
-    let floor = proxy.wait_state("floor", Duration::from_secs(20), |s| s["replicas"][0]["state"] == "ready").await;
+    let floor = proxy
+        .wait_state("floor", Duration::from_secs(20), |s| {
+            s["replicas"][0]["state"] == "ready"
+        })
+        .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let floor_after = proxy.state("floor").await;
-    assert_eq!(floor_after["replicas"][0]["id"], floor["replicas"][0]["id"], "min_replicas keeps its replica");
+    assert_eq!(
+        floor_after["replicas"][0]["id"], floor["replicas"][0]["id"],
+        "min_replicas keeps its replica"
+    );
     assert_eq!(floor_after["replicas_stopped_total"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_every_replica_process() {
-    let mut proxy = Proxy::start(&sim_deployment("pair", "min_replicas = 2\nmax_replicas = 2", "--ttft 1ms"));
+    let mut proxy = Proxy::start(&sim_deployment(
+        "pair",
+        "min_replicas = 2\nmax_replicas = 2",
+        "--ttft 1ms",
+    ));
     proxy
         .wait_state("pair", Duration::from_secs(20), |s| {
-            s["replicas"].as_array().unwrap().iter().filter(|r| r["state"] == "ready").count() == 2
+            s["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["state"] == "ready")
+                .count()
+                == 2
         })
         .await;
     let kids = children(proxy.child.id());
-    assert_eq!(kids.len(), 2, "two replica processes expected, found {kids:?}");
+    assert_eq!(
+        kids.len(),
+        2,
+        "two replica processes expected, found {kids:?}"
+    );
     let status = proxy.terminate();
     assert!(status.success(), "infergate exited with {status}");
     for pid in kids {
@@ -52,16 +88,36 @@ fn validate_names_the_field_and_range_and_exits_non_zero() {
         "[deployments.llama]\nmin_replicas = 2\nmax_replicas = 1\ntarget_utilization = 150\n[deployments.llama.backend]\ntype = \"static\"\nurls = [\"http://127.0.0.1:9\"]\n",
     )
     .unwrap();
-    let out = Command::new(BIN).arg("validate").arg(&bad).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("deployments.llama.max_replicas: must be ≥ min_replicas (2), got 1"), "{stderr}");
-    assert!(stderr.contains("deployments.llama.target_utilization: must be between 1 and 100 (percent), got 150"), "{stderr}");
+    assert!(
+        stderr.contains("deployments.llama.max_replicas: must be ≥ min_replicas (2), got 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "deployments.llama.target_utilization: must be between 1 and 100 (percent), got 150"
+        ),
+        "{stderr}"
+    );
 
     let good = dir.join("good.toml");
     std::fs::write(&good, infergate_demo_config()).unwrap();
-    let out = Command::new(BIN).arg("validate").arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn infergate_demo_config() -> &'static str {

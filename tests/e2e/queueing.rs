@@ -25,28 +25,48 @@ async fn scale_from_zero_holds_20_requests_and_serves_them_in_arrival_order() {
         "--cold-start 3s --ttft 1ms --tokens-per-s 1000",
     ));
     let state = proxy.state("cold").await;
-    assert_eq!(state["replicas"].as_array().unwrap().len(), 0, "min_replicas = 0 starts nothing");
+    assert_eq!(
+        state["replicas"].as_array().unwrap().len(),
+        0,
+        "min_replicas = 0 starts nothing"
+    );
 
     let client = reqwest::Client::new();
     let mut tasks = Vec::new();
     for i in 0..20u64 {
-        let request = client.post(proxy.url("/v1/chat/completions")).json(&chat("cold", false, 2));
-        tasks.push(tokio::spawn(async move { (i, request.send().await.unwrap()) }));
+        let request = client
+            .post(proxy.url("/v1/chat/completions"))
+            .json(&chat("cold", false, 2));
+        tasks.push(tokio::spawn(
+            async move { (i, request.send().await.unwrap()) },
+        ));
         // Each request is in the queue before the next one is sent: arrival order is known.
-        proxy.wait_state("cold", Duration::from_secs(10), |s| s["waiting"] == i + 1).await;
+        proxy
+            .wait_state("cold", Duration::from_secs(10), |s| s["waiting"] == i + 1)
+            .await;
     }
     for task in tasks {
         let (i, response) = task.await.unwrap();
         assert_eq!(response.status(), 200);
-        assert!(response.headers().contains_key("x-infergate-queued-ms"), "request {i} has no queued-ms header");
+        assert!(
+            response.headers().contains_key("x-infergate-queued-ms"),
+            "request {i} has no queued-ms header"
+        );
         assert_eq!(response.headers()["x-infergate-route"], "replica/cold-0");
-        let seq: u64 = response.headers()["x-sim-seq"].to_str().unwrap().parse().unwrap();
+        let seq: u64 = response.headers()["x-sim-seq"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(seq, i, "request {i} reached the replica as number {seq}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["object"], "chat.completion");
     }
     let state = proxy.state("cold").await;
-    assert_eq!(state["replicas_started_total"], 1, "exactly one replica was started: {state:#}");
+    assert_eq!(
+        state["replicas_started_total"], 1,
+        "exactly one replica was started: {state:#}"
+    );
     assert_eq!(state["in_flight"], 0);
     assert_eq!(state["waiting"], 0);
 }
@@ -58,11 +78,19 @@ async fn replica_concurrency_two_is_never_exceeded() {
         "min_replicas = 1\nreplica_concurrency = 2",
         "--ttft 150ms --tokens-per-s 200",
     ));
-    proxy.wait_state("limited", Duration::from_secs(20), |s| s["replicas"][0]["state"] == "ready").await;
+    proxy
+        .wait_state("limited", Duration::from_secs(20), |s| {
+            s["replicas"][0]["state"] == "ready"
+        })
+        .await;
     let client = reqwest::Client::new();
     let tasks: Vec<_> = (0..10)
         .map(|i| {
-            let request = client.post(proxy.url("/v1/chat/completions")).json(&chat("limited", i % 2 == 0, 4));
+            let request = client.post(proxy.url("/v1/chat/completions")).json(&chat(
+                "limited",
+                i % 2 == 0,
+                4,
+            ));
             tokio::spawn(async move {
                 let r = request.send().await.unwrap();
                 let status = r.status();
@@ -76,7 +104,11 @@ async fn replica_concurrency_two_is_never_exceeded() {
         assert_eq!(status, 200, "{text}");
     }
     let stats = sim_stats(&proxy, "limited").await;
-    assert_eq!(stats["max_running"], 2, "the replica saw {} requests at once", stats["max_running"]);
+    assert_eq!(
+        stats["max_running"], 2,
+        "the replica saw {} requests at once",
+        stats["max_running"]
+    );
     assert_eq!(stats["completed"], 10);
 }
 
@@ -84,36 +116,63 @@ async fn replica_concurrency_two_is_never_exceeded() {
 async fn full_queue_gets_503_with_retry_after_and_max_wait_gets_504() {
     let proxy = Proxy::start(&format!(
         "{}{}",
-        sim_deployment("slow", "queue = { max_waiting = 2, max_wait = \"60s\" }", "--cold-start 120s"),
-        sim_deployment("impatient", "queue = { max_wait = \"300ms\" }", "--cold-start 120s"),
+        sim_deployment(
+            "slow",
+            "queue = { max_waiting = 2, max_wait = \"60s\" }",
+            "--cold-start 120s"
+        ),
+        sim_deployment(
+            "impatient",
+            "queue = { max_wait = \"300ms\" }",
+            "--cold-start 120s"
+        ),
     ));
     let client = reqwest::Client::new();
     let held: Vec<_> = (0..2)
         .map(|_| {
-            let request = client.post(proxy.url("/v1/chat/completions")).json(&chat("slow", false, 1));
+            let request = client
+                .post(proxy.url("/v1/chat/completions"))
+                .json(&chat("slow", false, 1));
             tokio::spawn(async move { request.send().await })
         })
         .collect();
-    proxy.wait_state("slow", Duration::from_secs(10), |s| s["waiting"] == 2).await;
+    proxy
+        .wait_state("slow", Duration::from_secs(10), |s| s["waiting"] == 2)
+        .await;
 
-    let full = client.post(proxy.url("/v1/chat/completions")).json(&chat("slow", false, 1)).send().await.unwrap();
+    let full = client
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&chat("slow", false, 1))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(full.status(), 503);
     assert_eq!(full.headers()["retry-after"], "5");
     let body: Value = full.json().await.unwrap();
     assert_eq!(body["error"]["code"], "queue_full");
     assert_eq!(body["error"]["type"], "server_error");
 
-    let late = client.post(proxy.url("/v1/chat/completions")).json(&chat("impatient", false, 1)).send().await.unwrap();
+    let late = client
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&chat("impatient", false, 1))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(late.status(), 504);
     let body: Value = late.json().await.unwrap();
     assert_eq!(body["error"]["code"], "queue_timeout");
-    assert!(body["error"]["message"].as_str().unwrap().contains("queue.max_wait"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("queue.max_wait"));
 
     // Clients that give up leave the queue at once.
     for task in held {
         task.abort();
     }
-    proxy.wait_state("slow", Duration::from_secs(10), |s| s["waiting"] == 0).await;
+    proxy
+        .wait_state("slow", Duration::from_secs(10), |s| s["waiting"] == 0)
+        .await;
     let state = proxy.state("impatient").await;
     assert_eq!(state["waiting"], 0);
 }

@@ -16,22 +16,46 @@ async fn tls_with_alpn_h2_and_h2c_both_stream_responses() {
         cert_path.display().to_string(),
         key_path.display().to_string()
     );
-    let proxy = Proxy::start_with_server(&server, &sim_deployment("m", "min_replicas = 1", "--ttft 1ms"));
-    proxy.wait_state("m", Duration::from_secs(20), |s| s["replicas"][0]["state"] == "ready").await;
+    let proxy = Proxy::start_with_server(
+        &server,
+        &sim_deployment("m", "min_replicas = 1", "--ttft 1ms"),
+    );
+    proxy
+        .wait_state("m", Duration::from_secs(20), |s| {
+            s["replicas"][0]["state"] == "ready"
+        })
+        .await;
     let stdout_tls = tls_url(&proxy);
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
         .build()
         .unwrap();
-    let response = client.post(format!("{stdout_tls}/v1/chat/completions")).json(&chat("m", true, 3)).send().await.unwrap();
-    assert_eq!(response.version(), reqwest::Version::HTTP_2, "ALPN must select h2");
+    let response = client
+        .post(format!("{stdout_tls}/v1/chat/completions"))
+        .json(&chat("m", true, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN must select h2"
+    );
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-infergate-route"], "replica/m-0");
     let text = response.text().await.unwrap();
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
 
-    let h2c = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
-    let response = h2c.post(proxy.url("/v1/chat/completions")).json(&chat("m", false, 2)).send().await.unwrap();
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2c
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&chat("m", false, 2))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(response.status(), 200);
     let models = h2c.get(proxy.url("/v1/models")).send().await.unwrap();
@@ -39,5 +63,9 @@ async fn tls_with_alpn_h2_and_h2c_both_stream_responses() {
 }
 
 fn tls_url(proxy: &Proxy) -> String {
-    proxy.tls_base.clone().expect("TLS listener printed").replace("127.0.0.1", "localhost")
+    proxy
+        .tls_base
+        .clone()
+        .expect("TLS listener printed")
+        .replace("127.0.0.1", "localhost")
 }

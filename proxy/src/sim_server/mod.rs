@@ -62,7 +62,11 @@ pub struct SimOptions {
 /// Response body type used by every handler: full bodies and SSE streams alike.
 pub(crate) type SimBody = BoxBody<Bytes, Infallible>;
 
-pub(crate) fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<SimBody> {
+pub(crate) fn full(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<SimBody> {
     let mut resp = Response::new(Full::new(body.into()).boxed());
     *resp.status_mut() = status;
     if let Ok(v) = content_type.parse() {
@@ -71,7 +75,12 @@ pub(crate) fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes
     resp
 }
 
-pub(crate) fn json_error(status: StatusCode, message: &str, kind: &str, code: &str) -> Response<SimBody> {
+pub(crate) fn json_error(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    code: &str,
+) -> Response<SimBody> {
     let body = serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
     full(status, "application/json", body.to_string())
 }
@@ -80,12 +89,21 @@ pub(crate) fn json_error(status: StatusCode, message: &str, kind: &str, code: &s
 pub async fn run(opts: SimOptions) -> std::io::Result<()> {
     let addr: SocketAddr = format!("{}:{}", opts.host, opts.port)
         .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad address: {e}")))?;
+        .map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad address: {e}"),
+            )
+        })?;
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     // Whoever started us may stop reading stdout; that must not kill the server.
     let mut out = std::io::stdout();
-    let _ = writeln!(out, "sim-server listening on http://{local} model={} cold_start={:?}", opts.model, opts.cold_start);
+    let _ = writeln!(
+        out,
+        "sim-server listening on http://{local} model={} cold_start={:?}",
+        opts.model, opts.cold_start
+    );
     let _ = out.flush();
     let state = Arc::new(SimState::new(opts));
     loop {
@@ -117,11 +135,23 @@ async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<SimBody
             if state.loaded() {
                 full(StatusCode::OK, "application/json", r#"{"status":"ok"}"#)
             } else {
-                full(StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"loading"}"#)
+                full(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    r#"{"status":"loading"}"#,
+                )
             }
         }
-        (&Method::GET, "/metrics") => full(StatusCode::OK, "text/plain; version=0.0.4", state.prometheus()),
-        (&Method::GET, "/sim/stats") => full(StatusCode::OK, "application/json", state.stats_json().to_string()),
+        (&Method::GET, "/metrics") => full(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            state.prometheus(),
+        ),
+        (&Method::GET, "/sim/stats") => full(
+            StatusCode::OK,
+            "application/json",
+            state.stats_json().to_string(),
+        ),
         _ if !state.loaded() => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "model is still loading",
@@ -134,9 +164,17 @@ async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<SimBody
             "invalid_request_error",
             "invalid_api_key",
         ),
-        (&Method::GET, "/v1/models") => full(StatusCode::OK, "application/json", state.models_json().to_string()),
-        (&Method::POST, "/v1/chat/completions") => openai::generate(state, req, openai::Kind::Chat).await,
-        (&Method::POST, "/v1/completions") => openai::generate(state, req, openai::Kind::Completion).await,
+        (&Method::GET, "/v1/models") => full(
+            StatusCode::OK,
+            "application/json",
+            state.models_json().to_string(),
+        ),
+        (&Method::POST, "/v1/chat/completions") => {
+            openai::generate(state, req, openai::Kind::Chat).await
+        }
+        (&Method::POST, "/v1/completions") => {
+            openai::generate(state, req, openai::Kind::Completion).await
+        }
         (&Method::POST, "/v1/embeddings") => openai::embeddings(state, req).await,
         _ => json_error(
             StatusCode::NOT_FOUND,

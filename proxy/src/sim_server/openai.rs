@@ -23,17 +23,38 @@ pub(crate) enum Kind {
     Completion,
 }
 
-const WORDS: [&str; 8] = ["Hello", " from", " a", " simulated", " model", " server", ",", " friend"];
+const WORDS: [&str; 8] = [
+    "Hello",
+    " from",
+    " a",
+    " simulated",
+    " model",
+    " server",
+    ",",
+    " friend",
+];
 const MAX_BODY: usize = 256 * 1024 * 1024;
 
 async fn read_json(req: Request<Incoming>) -> Result<Value, Box<Response<SimBody>>> {
     let bytes = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
-        .map_err(|e| Box::new(json_error(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}"), "invalid_request_error", "bad_body")))?
+        .map_err(|e| {
+            Box::new(json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read body: {e}"),
+                "invalid_request_error",
+                "bad_body",
+            ))
+        })?
         .to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| {
-        Box::new(json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}"), "invalid_request_error", "invalid_json"))
+        Box::new(json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON: {e}"),
+            "invalid_request_error",
+            "invalid_json",
+        ))
     })
 }
 
@@ -46,7 +67,11 @@ fn prompt_tokens(body: &Value) -> u64 {
             _ => 0,
         }
     }
-    body.get("messages").or_else(|| body.get("prompt")).or_else(|| body.get("input")).map(words).unwrap_or(0)
+    body.get("messages")
+        .or_else(|| body.get("prompt"))
+        .or_else(|| body.get("input"))
+        .map(words)
+        .unwrap_or(0)
 }
 
 /// Takes a processing slot when `--max-concurrency` is set, counting the wait as vLLM's queue.
@@ -70,7 +95,11 @@ fn with_seq(mut resp: Response<SimBody>, seq: u64) -> Response<SimBody> {
 }
 
 /// `/v1/chat/completions` and `/v1/completions`.
-pub(crate) async fn generate(state: Arc<SimState>, req: Request<Incoming>, kind: Kind) -> Response<SimBody> {
+pub(crate) async fn generate(
+    state: Arc<SimState>,
+    req: Request<Incoming>,
+    kind: Kind,
+) -> Response<SimBody> {
     let seq = state.seq.fetch_add(1, Ordering::AcqRel);
     state.requests.fetch_add(1, Ordering::AcqRel);
     let body = match read_json(req).await {
@@ -79,9 +108,18 @@ pub(crate) async fn generate(state: Arc<SimState>, req: Request<Incoming>, kind:
     };
     if should_fail(&state) {
         state.failed.fetch_add(1, Ordering::AcqRel);
-        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "simulated failure", "server_error", "simulated_failure");
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "simulated failure",
+            "server_error",
+            "simulated_failure",
+        );
     }
-    let model = body.get("model").and_then(Value::as_str).unwrap_or(&state.opts.model).to_string();
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or(&state.opts.model)
+        .to_string();
     let max_tokens = body
         .get("max_tokens")
         .or_else(|| body.get("max_completion_tokens"))
@@ -89,7 +127,10 @@ pub(crate) async fn generate(state: Arc<SimState>, req: Request<Incoming>, kind:
         .unwrap_or(state.opts.default_max_tokens.into())
         .clamp(1, 100_000);
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let prompt = prompt_tokens(&body);
     let created = SimState::now_unix();
     let id = match kind {
@@ -100,20 +141,34 @@ pub(crate) async fn generate(state: Arc<SimState>, req: Request<Incoming>, kind:
     if !stream {
         let permit = admit(&state).await;
         let guard = RunGuard::new(state.clone());
-        tokio::time::sleep(state.opts.ttft + per_token * (max_tokens.saturating_sub(1) as u32)).await;
-        let text: String = (0..max_tokens).map(|i| WORDS[i as usize % WORDS.len()]).collect();
+        tokio::time::sleep(state.opts.ttft + per_token * (max_tokens.saturating_sub(1) as u32))
+            .await;
+        let text: String = (0..max_tokens)
+            .map(|i| WORDS[i as usize % WORDS.len()])
+            .collect();
         let choice = match kind {
-            Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": "length"}),
-            Kind::Completion => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": "length"}),
+            Kind::Chat => {
+                json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": "length"})
+            }
+            Kind::Completion => {
+                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": "length"})
+            }
         };
-        let object = if kind == Kind::Chat { "chat.completion" } else { "text_completion" };
+        let object = if kind == Kind::Chat {
+            "chat.completion"
+        } else {
+            "text_completion"
+        };
         let out = json!({
             "id": id, "object": object, "created": created, "model": model, "choices": [choice],
             "usage": {"prompt_tokens": prompt, "completion_tokens": max_tokens, "total_tokens": prompt + max_tokens}
         });
         guard.finish();
         drop(permit);
-        return with_seq(full(StatusCode::OK, "application/json", out.to_string()), seq);
+        return with_seq(
+            full(StatusCode::OK, "application/json", out.to_string()),
+            seq,
+        );
     }
 
     let (tx, rx) = mpsc::channel::<Bytes>(8);
@@ -123,7 +178,11 @@ pub(crate) async fn generate(state: Arc<SimState>, req: Request<Incoming>, kind:
         let _permit = admit(&state).await;
         let guard = RunGuard::new(state.clone());
         let chunk = |choice: Value| {
-            let object = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+            let object = if kind == Kind::Chat {
+                "chat.completion.chunk"
+            } else {
+                "text_completion"
+            };
             let v = json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice]});
             Bytes::from(format!("data: {v}\n\n"))
         };
@@ -142,39 +201,67 @@ pub(crate) async fn generate(state: Arc<SimState>, req: Request<Incoming>, kind:
             }
             let word = WORDS[i as usize % WORDS.len()];
             let choice = match kind {
-                Kind::Chat => json!({"index": 0, "delta": {"content": word}, "logprobs": null, "finish_reason": null}),
-                Kind::Completion => json!({"index": 0, "text": word, "logprobs": null, "finish_reason": null}),
+                Kind::Chat => {
+                    json!({"index": 0, "delta": {"content": word}, "logprobs": null, "finish_reason": null})
+                }
+                Kind::Completion => {
+                    json!({"index": 0, "text": word, "logprobs": null, "finish_reason": null})
+                }
             };
             if tx.send(chunk(choice)).await.is_err() {
                 return; // client went away: RunGuard counts the cancellation
             }
         }
         let last = match kind {
-            Kind::Chat => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": "length"}),
-            Kind::Completion => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": "length"}),
+            Kind::Chat => {
+                json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": "length"})
+            }
+            Kind::Completion => {
+                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": "length"})
+            }
         };
         if tx.send(chunk(last)).await.is_err() {
             return;
         }
         if include_usage {
-            let object = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+            let object = if kind == Kind::Chat {
+                "chat.completion.chunk"
+            } else {
+                "text_completion"
+            };
             let v = json!({"id": id, "object": object, "created": created, "model": model, "choices": [],
                 "usage": {"prompt_tokens": prompt, "completion_tokens": max_tokens, "total_tokens": prompt + max_tokens}});
-            if tx.send(Bytes::from(format!("data: {v}\n\n"))).await.is_err() {
+            if tx
+                .send(Bytes::from(format!("data: {v}\n\n")))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
-        if tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await.is_ok() {
+        if tx
+            .send(Bytes::from_static(b"data: [DONE]\n\n"))
+            .await
+            .is_ok()
+        {
             guard.finish();
         }
     });
     let body = StreamBody::new(stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     }));
     let mut resp = Response::new(BodyExt::boxed(body));
     let headers = resp.headers_mut();
-    headers.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/event-stream"));
-    headers.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-cache"));
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
     with_seq(resp, seq)
 }
 
@@ -190,7 +277,12 @@ pub(crate) async fn embeddings(state: Arc<SimState>, req: Request<Incoming>) -> 
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(a)) => a.iter().map(|v| v.to_string()).collect(),
         _ => {
-            return json_error(StatusCode::BAD_REQUEST, "'input' is required", "invalid_request_error", "missing_input");
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "'input' is required",
+                "invalid_request_error",
+                "missing_input",
+            );
         }
     };
     let permit = admit(&state).await;
@@ -222,9 +314,15 @@ pub(crate) async fn embeddings(state: Arc<SimState>, req: Request<Incoming>) -> 
         })
         .collect();
     let tokens = prompt_tokens(&body);
-    let model = body.get("model").and_then(Value::as_str).unwrap_or(&state.opts.model);
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or(&state.opts.model);
     let out = json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}});
     guard.finish();
     drop(permit);
-    with_seq(full(StatusCode::OK, "application/json", out.to_string()), seq)
+    with_seq(
+        full(StatusCode::OK, "application/json", out.to_string()),
+        seq,
+    )
 }

@@ -25,7 +25,8 @@ pub(crate) struct SimState {
 
 impl SimState {
     pub fn new(opts: SimOptions) -> Self {
-        let slots = (opts.max_concurrency > 0).then(|| Semaphore::new(opts.max_concurrency as usize));
+        let slots =
+            (opts.max_concurrency > 0).then(|| Semaphore::new(opts.max_concurrency as usize));
         SimState {
             opts,
             started: Instant::now(),
@@ -122,7 +123,10 @@ impl RunGuard {
     pub fn new(state: Arc<SimState>) -> Self {
         let now = state.running.fetch_add(1, Ordering::AcqRel) + 1;
         state.max_running.fetch_max(now, Ordering::AcqRel);
-        RunGuard { state, finished: false }
+        RunGuard {
+            state,
+            finished: false,
+        }
     }
 
     pub fn finish(mut self) {

@@ -227,7 +227,13 @@ mod tests {
     #[test]
     fn template_placeholders_are_substituted() {
         assert_eq!(
-            expand("--port={port} r{replica} {model} {infergate}", 8000, 3, "llama", "/bin/ig"),
+            expand(
+                "--port={port} r{replica} {model} {infergate}",
+                8000,
+                3,
+                "llama",
+                "/bin/ig"
+            ),
             "--port=8000 r3 llama /bin/ig"
         );
     }
