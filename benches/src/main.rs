@@ -69,6 +69,14 @@ fn start(mut cmd: Command, marker: &str) -> (Running, String) {
     (Running(child), url)
 }
 
+/// Prints the first few distinct failures so errors in a run can be explained.
+fn report_error(what: String) {
+    static SHOWN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    if SHOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3 {
+        eprintln!("request failed: {what}");
+    }
+}
+
 struct RoundResult {
     requests: u64,
     errors: u64,
@@ -101,7 +109,14 @@ async fn worker(addr: String, body: Bytes, model: String, until: Instant) -> (u6
             let t0 = Instant::now();
             let done = match sender.send_request(req).await {
                 Ok(resp) if resp.status().is_success() => resp.into_body().collect().await.is_ok(),
-                _ => false,
+                Ok(resp) => {
+                    report_error(format!("HTTP {}", resp.status()));
+                    false
+                }
+                Err(e) => {
+                    report_error(e.to_string());
+                    false
+                }
             };
             if done {
                 ok += 1;

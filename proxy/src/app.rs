@@ -359,6 +359,10 @@ impl ProxyApp {
         let idle = config.upstream.idle_timeout.get();
         loop {
             tokio::select! {
+                // Upstream first: once the last byte is written the client may send its next
+                // request on this connection, which the idle probe must not mistake for a
+                // disconnect; a finished upstream body resolves at once and ends the loop.
+                biased;
                 chunk = tokio::time::timeout(idle, upstream.read_response_body()) => match chunk {
                     Ok(Ok(Some(data))) => {
                         if session.write_response_body(data, false).await.is_err() {

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every test: unit, property and end-to-end (real binary, real processes, real clients).
+# Installs what the build and tests need on a fresh machine: cmake (pingora builds zlib-ng) and,
+# inside the tests, a Python venv with the official `openai` package under target/.
+set -euo pipefail
+cd "$(dirname "$0")"
+if ! command -v cmake >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq cmake) >/dev/null
+fi
+exec cargo test --workspace "$@"
