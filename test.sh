@@ -7,4 +7,10 @@ cd "$(dirname "$0")"
 if ! command -v cmake >/dev/null 2>&1; then
   (apt-get update -qq && apt-get install -y -qq cmake) >/dev/null
 fi
-exec cargo test --workspace "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --all-targets "$@" 2>&1 | tee "$log" || status=$?
+# One closing line over every test binary (cargo prints one per binary).
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"

@@ -132,18 +132,6 @@ async fn bad_requests_get_openai_style_errors_and_big_prompts_route_by_model() {
     assert_eq!(models["data"][0]["aliases"][0], "alias-of-other");
 }
 
-async fn sim_stats(proxy: &Proxy, deployment: &str) -> Value {
-    reqwest::Client::new()
-        .get(proxy.url("/sim/stats"))
-        .header("x-infergate-deployment", deployment)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_return_to_zero_after_completions_disconnects_kills_connect_failures_and_timeouts()
 {
@@ -194,7 +182,7 @@ async fn counters_return_to_zero_after_completions_disconnects_kills_connect_fai
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let stats = sim_stats(&proxy, "mix").await;
+        let stats = proxy.sim_stats("mix").await;
         if stats["cancelled"] == 3 {
             assert_eq!(stats["completed"], 3);
             break;
@@ -206,7 +194,7 @@ async fn counters_return_to_zero_after_completions_disconnects_kills_connect_fai
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A replica killed mid-stream: the client's stream ends in an error, not a clean end.
-    let pid = sim_stats(&proxy, "mix").await["pid"].as_u64().unwrap() as u32;
+    let pid = proxy.sim_stats("mix").await["pid"].as_u64().unwrap() as u32;
     let response = stream(400).await.unwrap();
     let mut body = response.bytes_stream();
     body.next().await.unwrap().unwrap();

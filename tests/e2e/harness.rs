@@ -126,6 +126,20 @@ impl Proxy {
             .unwrap()
     }
 
+    /// Counters of the simulated server behind a (single-replica) deployment, fetched through
+    /// the proxy by header routing.
+    pub async fn sim_stats(&self, deployment: &str) -> Value {
+        reqwest::Client::new()
+            .get(self.url("/sim/stats"))
+            .header("x-infergate-deployment", deployment)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Waits until `check` holds on the deployment's state (panics after `timeout`).
     pub async fn wait_state(
         &self,

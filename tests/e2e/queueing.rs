@@ -5,18 +5,6 @@ use crate::harness::{chat, sim_deployment, Proxy};
 use serde_json::Value;
 use std::time::Duration;
 
-async fn sim_stats(proxy: &Proxy, deployment: &str) -> Value {
-    reqwest::Client::new()
-        .get(proxy.url("/sim/stats"))
-        .header("x-infergate-deployment", deployment)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_from_zero_holds_20_requests_and_serves_them_in_arrival_order() {
     let proxy = Proxy::start(&sim_deployment(
@@ -103,7 +91,7 @@ async fn replica_concurrency_two_is_never_exceeded() {
         let (status, text) = task.await.unwrap();
         assert_eq!(status, 200, "{text}");
     }
-    let stats = sim_stats(&proxy, "limited").await;
+    let stats = proxy.sim_stats("limited").await;
     assert_eq!(
         stats["max_running"], 2,
         "the replica saw {} requests at once",
