@@ -257,3 +257,44 @@ async fn counters_return_to_zero_after_completions_disconnects_kills_connect_fai
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.headers()["x-infergate-route"], "replica/mix-1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_is_retried_on_another_ready_replica() {
+    let live = SimServer::start("--ttft 1ms");
+    let dead = SimServer::start("--ttft 1ms");
+    let proxy = Proxy::start(&format!(
+        "[deployments.pair]\nhealth = {{ interval = \"60s\" }}\n[deployments.pair.backend]\ntype = \"static\"\nurls = [\"{}\", \"{}\"]\n",
+        live.url, dead.url
+    ));
+    proxy
+        .wait_state("pair", Duration::from_secs(20), |s| {
+            s["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["state"] == "ready")
+        })
+        .await;
+    // The second replica dies; the proxy still believes it ready (next health check is a minute away).
+    drop(dead);
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        let response = client
+            .post(proxy.url("/v1/chat/completions"))
+            .json(&chat("pair", false, 1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "a refused connection must move to the live replica"
+        );
+        assert_eq!(response.headers()["x-infergate-route"], "replica/pair-0");
+    }
+    assert!(proxy
+        .log()
+        .contains("connect to replica failed; trying another ready replica"));
+    let state = proxy.state("pair").await;
+    assert_eq!(state["in_flight"], 0);
+}
