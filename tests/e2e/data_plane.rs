@@ -37,11 +37,7 @@ async fn bad_requests_get_openai_style_errors_and_big_prompts_route_by_model() {
         ),
     );
     for d in ["small", "other"] {
-        proxy
-            .wait_state(d, Duration::from_secs(20), |s| {
-                s["replicas"][0]["state"] == "ready"
-            })
-            .await;
+        proxy.wait_ready(d, 1).await;
     }
     let client = reqwest::Client::new();
     let post = |body: String| {
@@ -153,11 +149,7 @@ async fn counters_return_to_zero_after_completions_disconnects_kills_connect_fai
         .concat(),
     );
     for d in ["mix", "sluggish", "gone"] {
-        proxy
-            .wait_state(d, Duration::from_secs(20), |s| {
-                s["replicas"][0]["state"] == "ready"
-            })
-            .await;
+        proxy.wait_ready(d, 1).await;
     }
     let client = reqwest::Client::new();
     let stream = |tokens: u32| {
@@ -266,15 +258,7 @@ async fn connect_failure_is_retried_on_another_ready_replica() {
         "[deployments.pair]\nhealth = {{ interval = \"60s\" }}\n[deployments.pair.backend]\ntype = \"static\"\nurls = [\"{}\", \"{}\"]\n",
         live.url, dead.url
     ));
-    proxy
-        .wait_state("pair", Duration::from_secs(20), |s| {
-            s["replicas"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|r| r["state"] == "ready")
-        })
-        .await;
+    proxy.wait_ready("pair", 2).await;
     // The second replica dies; the proxy still believes it ready (next health check is a minute away).
     drop(dead);
     let client = reqwest::Client::new();

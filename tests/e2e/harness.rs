@@ -161,6 +161,16 @@ impl Proxy {
         }
     }
 
+    /// Waits until the deployment has `count` ready replicas.
+    pub async fn wait_ready(&self, deployment: &str, count: usize) -> Value {
+        self.wait_state(deployment, Duration::from_secs(30), |s| {
+            s["replicas"]
+                .as_array()
+                .is_some_and(|r| r.iter().filter(|r| r["state"] == "ready").count() == count)
+        })
+        .await
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         unsafe {

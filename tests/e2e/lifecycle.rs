@@ -34,11 +34,7 @@ async fn idle_replica_stops_after_scale_down_delay_and_min_replicas_stay() {
         })
         .await;
     assert_eq!(state["replicas_stopped_total"], 1);
-    let floor = proxy
-        .wait_state("floor", Duration::from_secs(20), |s| {
-            s["replicas"][0]["state"] == "ready"
-        })
-        .await;
+    let floor = proxy.wait_ready("floor", 1).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let floor_after = proxy.state("floor").await;
     assert_eq!(
@@ -55,17 +51,7 @@ async fn sigterm_stops_every_replica_process() {
         "min_replicas = 2\nmax_replicas = 2",
         "--ttft 1ms",
     ));
-    proxy
-        .wait_state("pair", Duration::from_secs(20), |s| {
-            s["replicas"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|r| r["state"] == "ready")
-                .count()
-                == 2
-        })
-        .await;
+    proxy.wait_ready("pair", 2).await;
     let kids = children(proxy.child.id());
     assert_eq!(
         kids.len(),

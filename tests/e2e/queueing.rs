@@ -66,11 +66,7 @@ async fn replica_concurrency_two_is_never_exceeded() {
         "min_replicas = 1\nreplica_concurrency = 2",
         "--ttft 150ms --tokens-per-s 200",
     ));
-    proxy
-        .wait_state("limited", Duration::from_secs(20), |s| {
-            s["replicas"][0]["state"] == "ready"
-        })
-        .await;
+    proxy.wait_ready("limited", 1).await;
     let client = reqwest::Client::new();
     let tasks: Vec<_> = (0..10)
         .map(|i| {

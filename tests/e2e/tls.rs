@@ -2,7 +2,6 @@
 //! upstream, so a real client covers it), and cleartext HTTP/2 with prior knowledge (h2c).
 
 use crate::harness::{chat, scratch_dir, sim_deployment, Proxy};
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_alpn_h2_and_h2c_both_stream_responses() {
@@ -20,11 +19,7 @@ async fn tls_with_alpn_h2_and_h2c_both_stream_responses() {
         &server,
         &sim_deployment("m", "min_replicas = 1", "--ttft 1ms"),
     );
-    proxy
-        .wait_state("m", Duration::from_secs(20), |s| {
-            s["replicas"][0]["state"] == "ready"
-        })
-        .await;
+    proxy.wait_ready("m", 1).await;
     let stdout_tls = tls_url(&proxy);
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
