@@ -4,6 +4,7 @@
 //!
 //! Nothing here speaks HTTP to clients; the proxy crate owns the data plane.
 
+pub mod autoscaler;
 pub mod backend;
 pub mod controller;
 pub mod health;

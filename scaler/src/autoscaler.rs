@@ -1,0 +1,200 @@
+//! The windowed autoscaling policy of SPEC §4 (Baseten's semantics) as a pure function:
+//! `decide(settings, load history, replica counts, memory, now) -> Decision`.
+//!
+//! Time is a `Duration` since an arbitrary epoch supplied by the caller, so the same code runs live
+//! (epoch = process start) and in virtual time (tests, the trace simulator). The only state carried
+//! between decisions is [`PolicyMemory`] (the scale-down countdown), which the caller stores.
+//!
+//! Rules:
+//! - desired = ceil(load / (concurrency_target × target_utilization)), clamped to [min, max];
+//!   starting replicas count as capacity already asked for.
+//! - Scale up as soon as desired > current. Up-scaling looks at the larger of the windowed average
+//!   and the instantaneous load, so the first request at zero (or a burst during a cold start) acts
+//!   at once; a burst of N waiting requests therefore asks for at most ceil(N / (t × u)) replicas.
+//! - Scale down only after the windowed desired has stayed below current for the whole
+//!   `scale_down_delay`; then remove half the excess (rounded up), wait one `autoscaling_window`,
+//!   halve again, until desired (or min) is reached. Load back at or above current cancels the
+//!   countdown.
+//!
+//! Not yet wired into the controller (which still runs `policy::decide`, the minimal rule).
+
+use std::time::Duration;
+
+/// The settings the policy reads (from `DeploymentConfig`, after presets).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// Floor of replicas.
+    pub min_replicas: u32,
+    /// Ceiling of replicas.
+    pub max_replicas: u32,
+    /// Averaging window.
+    pub autoscaling_window: Duration,
+    /// How long desired must stay below current before removing replicas.
+    pub scale_down_delay: Duration,
+    /// Requests one replica should carry.
+    pub concurrency_target: u32,
+    /// Headroom in percent (1–100).
+    pub target_utilization: u32,
+}
+
+impl Settings {
+    /// Reads the policy settings of a deployment.
+    pub fn from_config(c: &infergate_config::DeploymentConfig) -> Self {
+        let max = c.effective_max_replicas();
+        Settings {
+            min_replicas: c.min_replicas.min(max),
+            max_replicas: max,
+            autoscaling_window: c.autoscaling_window.get(),
+            scale_down_delay: c.scale_down_delay.get(),
+            concurrency_target: c.concurrency_target,
+            target_utilization: c.target_utilization,
+        }
+    }
+
+    /// Load one replica should carry: target × utilization.
+    pub fn per_replica(&self) -> f64 {
+        f64::from(self.concurrency_target.max(1)) * f64::from(self.target_utilization.clamp(1, 100))
+            / 100.0
+    }
+
+    /// Replicas needed for `load`, clamped to [min, max].
+    pub fn replicas_for(&self, load: f64) -> u32 {
+        // A tiny tolerance keeps 1.4 / 0.7 (= 2.0000000000000004 in floating point) at 2.
+        let raw = (load / self.per_replica() - 1e-9).ceil().max(0.0);
+        let raw = if raw > f64::from(u32::MAX) {
+            u32::MAX
+        } else {
+            raw as u32
+        };
+        raw.clamp(self.min_replicas, self.max_replicas)
+    }
+}
+
+/// One load observation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadSample {
+    /// When it was taken (since the caller's epoch).
+    pub at: Duration,
+    /// Load at that instant (in-flight + waiting, or the chosen metric).
+    pub load: f64,
+}
+
+/// What the policy remembers between decisions: the scale-down countdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyMemory {
+    /// Since when the windowed desired has been below current.
+    pub below_since: Option<Duration>,
+    /// When the last scale-down step was taken.
+    pub last_step_down: Option<Duration>,
+}
+
+/// Why the policy decided what it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Nothing to change.
+    Steady,
+    /// Load asks for more replicas.
+    ScaleUp,
+    /// Below current, but the scale-down delay (or the step window) has not passed.
+    CountingDown,
+    /// Removing half of the excess.
+    ScaleDown,
+    /// Current is outside [min, max] (settings changed).
+    Bounds,
+}
+
+/// The decision and the numbers behind it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    /// Replicas the deployment should have (starting + ready).
+    pub desired: u32,
+    /// Why.
+    pub reason: Reason,
+    /// Windowed average load.
+    pub average_load: f64,
+    /// Load at the latest sample.
+    pub current_load: f64,
+    /// Replicas the windowed load alone asks for.
+    pub windowed_desired: u32,
+    /// Memory to pass to the next decision.
+    pub memory: PolicyMemory,
+}
+
+/// Average of the samples taken within the window ending at `now` (0 without samples).
+pub fn windowed_average(history: &[LoadSample], window: Duration, now: Duration) -> f64 {
+    let start = now.saturating_sub(window);
+    let (sum, n) = history
+        .iter()
+        .filter(|s| s.at >= start && s.at <= now)
+        .fold((0.0, 0u32), |(sum, n), s| (sum + s.load, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        sum / f64::from(n)
+    }
+}
+
+/// Decides the desired replica count. `current` = starting + ready replicas.
+pub fn decide(
+    settings: &Settings,
+    history: &[LoadSample],
+    current: u32,
+    memory: PolicyMemory,
+    now: Duration,
+) -> Decision {
+    let average_load = windowed_average(history, settings.autoscaling_window, now);
+    let current_load = history
+        .iter()
+        .rev()
+        .find(|s| s.at <= now)
+        .map_or(0.0, |s| s.load);
+    let windowed_desired = settings.replicas_for(average_load);
+    let up_desired = settings.replicas_for(average_load.max(current_load));
+    let decision = |desired, reason, memory| Decision {
+        desired,
+        reason,
+        average_load,
+        current_load,
+        windowed_desired,
+        memory,
+    };
+
+    if current < settings.min_replicas || current > settings.max_replicas {
+        return decision(
+            current.clamp(settings.min_replicas, settings.max_replicas),
+            Reason::Bounds,
+            PolicyMemory::default(),
+        );
+    }
+    if up_desired > current {
+        return decision(up_desired, Reason::ScaleUp, PolicyMemory::default());
+    }
+    if windowed_desired >= current || up_desired >= current {
+        // Load is at the threshold again: any countdown is cancelled.
+        return decision(current, Reason::Steady, PolicyMemory::default());
+    }
+    let below_since = memory.below_since.unwrap_or(now);
+    let mut next = PolicyMemory {
+        below_since: Some(below_since),
+        last_step_down: memory.last_step_down,
+    };
+    let delay_over = now.saturating_sub(below_since) >= settings.scale_down_delay;
+    let step_due = memory
+        .last_step_down
+        .is_none_or(|last| now.saturating_sub(last) >= settings.autoscaling_window);
+    if !(delay_over && step_due) {
+        return decision(current, Reason::CountingDown, next);
+    }
+    let floor = windowed_desired.max(up_desired).max(settings.min_replicas);
+    let excess = current - floor;
+    let desired = current - excess.div_ceil(2);
+    next.last_step_down = Some(now);
+    if desired == floor {
+        next = PolicyMemory::default();
+    }
+    decision(desired, Reason::ScaleDown, next)
+}
+
+#[cfg(test)]
+#[path = "autoscaler_tests.rs"]
+mod tests;
