@@ -65,7 +65,10 @@ fn desired_is_clamped_to_min_and_max() {
 #[test]
 fn first_request_at_zero_scales_up_at_once() {
     // Not on a tick, not after a window: the single instantaneous sample is enough.
-    let s = Settings { target_utilization: 100, ..settings(0, 3) };
+    let s = Settings {
+        target_utilization: 100,
+        ..settings(0, 3)
+    };
     let history = [LoadSample {
         at: 100 * S,
         load: 1.0,
