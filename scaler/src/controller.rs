@@ -100,11 +100,6 @@ impl Controller {
         ControllerHandle { controller, tasks }
     }
 
-    /// The deployment's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The pool the data plane draws slots from.
     pub fn pool(&self) -> &Arc<ReplicaPool> {
         &self.pool

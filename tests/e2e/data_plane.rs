@@ -202,21 +202,11 @@ async fn counters_return_to_zero_after_completions_disconnects_kills_connect_fai
         "a stream cut by a dead replica must not look complete"
     );
     // Response timeout: 504 with an OpenAI-style body.
-    let slow = client
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&chat("sluggish", false, 1))
-        .send()
-        .await
-        .unwrap();
+    let slow = proxy.chat("sluggish", false, 1).await;
     assert_error(slow, 504, "upstream_timeout").await;
     // Connect failure: the static replica went away (health re-check is a minute off).
     drop(gone);
-    let refused = client
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&chat("gone", false, 1))
-        .send()
-        .await
-        .unwrap();
+    let refused = proxy.chat("gone", false, 1).await;
     assert_error(refused, 502, "upstream_unreachable").await;
 
     for d in ["mix", "sluggish", "gone"] {
@@ -261,14 +251,8 @@ async fn connect_failure_is_retried_on_another_ready_replica() {
     proxy.wait_ready("pair", 2).await;
     // The second replica dies; the proxy still believes it ready (next health check is a minute away).
     drop(dead);
-    let client = reqwest::Client::new();
     for _ in 0..10 {
-        let response = client
-            .post(proxy.url("/v1/chat/completions"))
-            .json(&chat("pair", false, 1))
-            .send()
-            .await
-            .unwrap();
+        let response = proxy.chat("pair", false, 1).await;
         assert_eq!(
             response.status(),
             200,

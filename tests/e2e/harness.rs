@@ -126,6 +126,16 @@ impl Proxy {
             .unwrap()
     }
 
+    /// Sends one chat completion request through the proxy.
+    pub async fn chat(&self, model: &str, stream: bool, max_tokens: u32) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url("/v1/chat/completions"))
+            .json(&chat(model, stream, max_tokens))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Counters of the simulated server behind a (single-replica) deployment, fetched through
     /// the proxy by header routing.
     pub async fn sim_stats(&self, deployment: &str) -> Value {

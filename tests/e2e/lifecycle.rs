@@ -1,7 +1,7 @@
 //! Replica lifecycle through the process backend: scale down when idle, crash restart (covered with
 //! counters in data_plane), no orphans on SIGTERM, and config validation through the CLI.
 
-use crate::harness::{alive, chat, children, scratch_dir, sim_deployment, Proxy, BIN};
+use crate::harness::{alive, children, scratch_dir, sim_deployment, Proxy, BIN};
 use std::process::Command;
 use std::time::Duration;
 
@@ -20,13 +20,7 @@ async fn idle_replica_stops_after_scale_down_delay_and_min_replicas_stay() {
             "--ttft 1ms"
         ),
     ));
-    let client = reqwest::Client::new();
-    let r = client
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&chat("scales", false, 1))
-        .send()
-        .await
-        .unwrap();
+    let r = proxy.chat("scales", false, 1).await;
     assert_eq!(r.status(), 200);
     let state = proxy
         .wait_state("scales", Duration::from_secs(20), |s| {

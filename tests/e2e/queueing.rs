@@ -124,24 +124,14 @@ async fn full_queue_gets_503_with_retry_after_and_max_wait_gets_504() {
         .wait_state("slow", Duration::from_secs(10), |s| s["waiting"] == 2)
         .await;
 
-    let full = client
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&chat("slow", false, 1))
-        .send()
-        .await
-        .unwrap();
+    let full = proxy.chat("slow", false, 1).await;
     assert_eq!(full.status(), 503);
     assert_eq!(full.headers()["retry-after"], "5");
     let body: Value = full.json().await.unwrap();
     assert_eq!(body["error"]["code"], "queue_full");
     assert_eq!(body["error"]["type"], "server_error");
 
-    let late = client
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&chat("impatient", false, 1))
-        .send()
-        .await
-        .unwrap();
+    let late = proxy.chat("impatient", false, 1).await;
     assert_eq!(late.status(), 504);
     let body: Value = late.json().await.unwrap();
     assert_eq!(body["error"]["code"], "queue_timeout");
