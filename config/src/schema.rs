@@ -144,6 +144,9 @@ pub struct DeploymentConfig {
     /// What load means.
     #[serde(default)]
     pub metric: Metric,
+    /// With `metric = "kv_cache_usage"`: the KV-cache fraction one replica should run at.
+    #[serde(default = "defaults::kv_cache_target")]
+    pub kv_cache_target: f64,
     /// Most requests one replica may carry at once; 0 = unlimited.
     #[serde(default)]
     pub replica_concurrency: u32,
@@ -311,12 +314,23 @@ mod defaults {
     pub fn target_utilization() -> u32 {
         70
     }
+    pub fn kv_cache_target() -> f64 {
+        0.8
+    }
 }
 
 impl DeploymentConfig {
     /// Every name a client may use for this deployment: the name itself, then its aliases.
     pub fn names<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
         std::iter::once(name).chain(self.aliases.iter().map(String::as_str))
+    }
+
+    /// The replica floor after presets are applied.
+    pub fn effective_min_replicas(&self) -> u32 {
+        match self.preset {
+            Some(Preset::Development) => 0,
+            None => self.min_replicas,
+        }
     }
 
     /// The replica ceiling after presets are applied.

@@ -180,6 +180,18 @@ impl ServerConfig {
 }
 
 impl DeploymentConfig {
+    /// Checks one deployment's settings on their own, as a live change (reload, API) must be
+    /// checked before it is applied; fields are named `deployments.NAME.field`.
+    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let mut c = Checker::default();
+        self.check(&format!("deployments.{name}"), &mut c);
+        if c.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(c.errors))
+        }
+    }
+
     fn check(&self, path: &str, c: &mut Checker) {
         let f = |field: &str| format!("{path}.{field}");
         if self.max_replicas < 1 {
@@ -243,6 +255,15 @@ impl DeploymentConfig {
             100,
             " (percent)",
         );
+        if !(0.01..=1.0).contains(&self.kv_cache_target) {
+            c.fail(
+                f("kv_cache_target"),
+                format!(
+                    "must be between 0.01 and 1.0 (a fraction of the KV cache), got {}",
+                    self.kv_cache_target
+                ),
+            );
+        }
         c.int_range(
             &f("replica_concurrency"),
             self.replica_concurrency.into(),

@@ -1,14 +1,19 @@
-//! The replica lifecycle controller of one deployment: it observes the pool, asks the policy what to
-//! do, and actuates through the backend — starting replicas, polling their readiness, replacing
-//! crashed ones with back-off, and draining replicas before stopping them.
+//! The replica lifecycle controller of one deployment: it samples the load, asks the policy what
+//! to do, and actuates through the backend — starting replicas, polling their readiness, replacing
+//! failed ones with back-off, and draining replicas before stopping them.
+//!
+//! The policy (`crate::policy`) is pure; everything with a clock, a socket or a process lives here.
 
 use crate::backend::{self, Backend, ReplicaHandle};
 use crate::health;
-use crate::policy::{self, Observation, ReplicaView};
+use crate::load::{self, LoadHistory, LoadInputs, ReplicaMetrics};
+use crate::policy::{self, PolicyMemory, ReplicaCounts, Settings};
 use crate::pool::ReplicaPool;
 use crate::replica::{Replica, ReplicaState};
+use crate::scale_down::{choose_replicas_to_stop, Candidate};
+use crate::scrape;
 use arc_swap::ArcSwap;
-use infergate_config::DeploymentConfig;
+use infergate_config::{ConfigError, DeploymentConfig, Metric};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +27,12 @@ const TICK: Duration = Duration::from_millis(200);
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Back-off ceiling.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often replicas' metrics are scraped when the metric needs them.
+const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest a scrape may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_millis(800);
+/// Where model servers export Prometheus metrics (vLLM, SGLang, TEI, llama.cpp `--metrics`).
+const METRICS_PATH: &str = "/metrics";
 
 /// Counters of what the controller did, for the admin API and tests.
 #[derive(Debug, Default)]
@@ -34,6 +45,35 @@ pub struct ControllerStats {
     pub replicas_stopped: AtomicU64,
     /// Last desired replica count.
     pub desired: AtomicU32,
+    /// Most replicas asked for at once (starting + ready) since start.
+    pub peak_desired: AtomicU32,
+}
+
+/// The last decision and the numbers behind it, for the admin API, logs and events.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionReport {
+    /// Replicas the deployment should have.
+    pub desired: u32,
+    /// Why (the policy's reason).
+    pub reason: &'static str,
+    /// Load averaged over the window.
+    pub average_load: f64,
+    /// Load at this instant.
+    pub current_load: f64,
+    /// Replicas starting and ready when it was taken.
+    pub replicas: ReplicaCounts,
+    /// Request that found no free replica → scale-up issued, for the last scale-up that
+    /// followed such a request.
+    pub scale_up_latency: Option<Duration>,
+}
+
+/// What the control loop carries between decisions (touched only by the control loop and by
+/// readers of the report; never by the request path).
+#[derive(Debug, Default)]
+struct AutoscalingState {
+    history: LoadHistory,
+    memory: PolicyMemory,
+    report: Option<DecisionReport>,
 }
 
 /// One deployment's controller.
@@ -46,6 +86,10 @@ pub struct Controller {
     handles: Mutex<HashMap<String, Arc<dyn ReplicaHandle>>>,
     consecutive_failures: AtomicU32,
     backoff_until: Mutex<Option<Instant>>,
+    autoscaling: Mutex<AutoscalingState>,
+    /// Last scrape of each ready replica by id; `None` = could not be read.
+    scraped: Mutex<HashMap<String, Option<ReplicaMetrics>>>,
+    epoch: Instant,
     /// What the controller did.
     pub stats: ControllerStats,
     stopping: watch::Sender<bool>,
@@ -59,7 +103,8 @@ pub struct ControllerHandle {
 }
 
 impl Controller {
-    /// Creates the pool and starts the dispatcher and control loop for one deployment.
+    /// Creates the pool and starts the dispatcher and control loop for a newly deployed
+    /// deployment, which starts with max(1, min_replicas) replicas.
     pub fn spawn(name: &str, config: DeploymentConfig) -> ControllerHandle {
         let backend = backend::from_config(&config);
         Self::spawn_with_backend(name, config, backend)
@@ -73,6 +118,7 @@ impl Controller {
     ) -> ControllerHandle {
         let pool = ReplicaPool::new(name, config.replica_concurrency);
         let (stopping, _) = watch::channel(false);
+        let settings = Settings::from_config(&config);
         let controller = Arc::new(Controller {
             name: name.to_string(),
             config: ArcSwap::from_pointee(config),
@@ -82,6 +128,12 @@ impl Controller {
             handles: Mutex::new(HashMap::new()),
             consecutive_failures: AtomicU32::new(0),
             backoff_until: Mutex::new(None),
+            autoscaling: Mutex::new(AutoscalingState {
+                memory: PolicyMemory::first_deploy(&settings),
+                ..AutoscalingState::default()
+            }),
+            scraped: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
             stats: ControllerStats::default(),
             stopping,
         });
@@ -96,6 +148,7 @@ impl Controller {
             }
         } else {
             tasks.push(tokio::spawn(controller.clone().control_loop()));
+            tasks.push(tokio::spawn(controller.clone().scrape_loop()));
         }
         ControllerHandle { controller, tasks }
     }
@@ -110,13 +163,22 @@ impl Controller {
         self.config.load_full()
     }
 
-    /// Swaps in new settings; they take effect on the next decision. In-flight and waiting
-    /// requests are untouched.
-    pub fn update_config(&self, config: DeploymentConfig) {
+    /// The last scaling decision, if one was taken.
+    pub fn last_decision(&self) -> Option<DecisionReport> {
+        self.autoscaling.lock().ok().and_then(|s| s.report)
+    }
+
+    /// Validates and swaps in new settings (a reload or an API change); they take effect on the
+    /// next decision. In-flight and waiting requests are untouched. Invalid settings (including
+    /// min/max under the `development` preset) are refused and the running ones stay.
+    pub fn update_config(&self, config: DeploymentConfig) -> Result<(), ConfigError> {
+        config.validate(&self.name)?;
         self.pool
             .set_replica_concurrency(config.replica_concurrency);
+        tracing::info!(deployment = %self.name, min_replicas = config.min_replicas, max_replicas = config.effective_max_replicas(), "settings changed");
         self.config.store(Arc::new(config));
         self.pool.demand().notify_one();
+        Ok(())
     }
 
     async fn control_loop(self: Arc<Self>) {
@@ -138,44 +200,177 @@ impl Controller {
     /// One observe → decide → actuate round.
     async fn reconcile(self: &Arc<Self>) {
         let config = self.config.load_full();
+        let settings = Settings::from_config(&config);
         let now = Instant::now();
         let replicas = self.pool.replicas();
-        let obs = Observation {
-            replicas: replicas
-                .iter()
-                .map(|r| ReplicaView {
-                    state: r.state(),
-                    in_flight: r.in_flight(),
-                    idle_for: r.idle_for(now),
-                })
-                .collect(),
-            waiting: self.pool.waiting(),
-            in_flight: self.pool.in_flight(),
+        let counts = ReplicaCounts {
+            starting: count_in(&replicas, ReplicaState::Starting),
+            ready: count_in(&replicas, ReplicaState::Ready),
         };
-        let decision = policy::decide(&config, &obs);
-        let previous = self.stats.desired.swap(decision.desired, Ordering::AcqRel);
-        if previous != decision.desired {
+        let load = load::measure(
+            config.metric,
+            settings.per_replica(),
+            &self.load_inputs(&replicas),
+        );
+        let mut report = self.decide(&settings, counts, load, now);
+        let current = counts.current();
+        let previous = self.stats.desired.swap(report.desired, Ordering::AcqRel);
+        self.stats
+            .peak_desired
+            .fetch_max(report.desired, Ordering::AcqRel);
+
+        if report.desired > current {
+            let signal = self.pool.take_demand_signal();
+            report.scale_up_latency = signal.map(|at| now.saturating_duration_since(at));
             tracing::info!(
                 deployment = %self.name,
-                desired = decision.desired,
-                previous,
-                waiting = obs.waiting,
-                in_flight = obs.in_flight,
-                reason = decision.reason,
-                "scaling decision"
+                desired = report.desired,
+                current,
+                ready = counts.ready,
+                average_load = report.average_load,
+                current_load = report.current_load,
+                reason = report.reason,
+                since_request_us = report.scale_up_latency.map(|d| d.as_micros() as u64),
+                "scale up"
             );
-        }
-        for index in &decision.stop {
-            if let Some(replica) = replicas.get(*index) {
-                self.clone()
-                    .begin_stop(replica.clone(), "idle for scale_down_delay");
+            for _ in current..report.desired {
+                if self.in_backoff(Instant::now()) {
+                    break;
+                }
+                self.start_replica(now).await;
             }
-        }
-        for _ in 0..decision.start {
-            if self.in_backoff(now) {
-                break;
+        } else if report.desired < current {
+            tracing::info!(
+                deployment = %self.name,
+                desired = report.desired,
+                current,
+                average_load = report.average_load,
+                reason = report.reason,
+                "scale down"
+            );
+            let candidates: Vec<Candidate> = replicas
+                .iter()
+                .map(|r| Candidate {
+                    state: r.state(),
+                    in_flight: r.in_flight(),
+                    order: r.order,
+                })
+                .collect();
+            let excess = (current - report.desired) as usize;
+            for i in choose_replicas_to_stop(&candidates, excess) {
+                self.clone().begin_stop(replicas[i].clone(), report.reason);
             }
-            self.start_replica(&config).await;
+        } else if previous != report.desired {
+            tracing::debug!(deployment = %self.name, desired = report.desired, reason = report.reason, "desired replicas");
+        }
+        if let Ok(mut state) = self.autoscaling.lock() {
+            let latency = report
+                .scale_up_latency
+                .or(state.report.and_then(|r| r.scale_up_latency));
+            report.scale_up_latency = latency;
+            state.report = Some(report);
+        }
+    }
+
+    /// Records the load and runs the pure policy.
+    fn decide(
+        &self,
+        settings: &Settings,
+        counts: ReplicaCounts,
+        load: f64,
+        now: Instant,
+    ) -> DecisionReport {
+        let at = now.saturating_duration_since(self.epoch);
+        let Ok(mut state) = self.autoscaling.lock() else {
+            // A panicked holder: keep what we have rather than act on nothing.
+            return DecisionReport {
+                desired: counts.current(),
+                reason: "state unavailable",
+                average_load: load,
+                current_load: load,
+                replicas: counts,
+                scale_up_latency: None,
+            };
+        };
+        let keep = settings.autoscaling_window + Duration::from_secs(1);
+        state.history.record(at, load, keep);
+        let memory = state.memory;
+        let decision = policy::decide(settings, state.history.samples(), counts, memory, at);
+        let report = DecisionReport {
+            desired: decision.desired,
+            reason: decision.reason.name(),
+            average_load: decision.average_load,
+            current_load: decision.current_load,
+            replicas: counts,
+            scale_up_latency: None,
+        };
+        state.memory = decision.memory;
+        report
+    }
+
+    /// The pool counters and, for metrics that need them, the ready replicas' last scrapes.
+    fn load_inputs(&self, replicas: &[Arc<Replica>]) -> LoadInputs {
+        let scraped = self.scraped.lock().ok();
+        LoadInputs {
+            in_flight: self.pool.in_flight(),
+            waiting: self.pool.waiting(),
+            ready_replicas: replicas
+                .iter()
+                .filter(|r| r.state() == ReplicaState::Ready)
+                .map(|r| {
+                    scraped
+                        .as_ref()
+                        .and_then(|m| m.get(&r.id).copied().flatten())
+                })
+                .collect(),
+        }
+    }
+
+    /// Scrapes every ready replica's metrics once a second while the metric needs them. A replica
+    /// that cannot be read is logged once (and once more when it recovers), not on every scrape.
+    async fn scrape_loop(self: Arc<Self>) {
+        let mut stopping = self.stopping.subscribe();
+        let mut failing: HashMap<String, String> = HashMap::new();
+        loop {
+            if self.config.load().metric != Metric::Concurrency {
+                let replicas = self.pool.replicas();
+                let ready: Vec<_> = replicas
+                    .iter()
+                    .filter(|r| r.state() == ReplicaState::Ready)
+                    .collect();
+                let results = futures_util::future::join_all(
+                    ready
+                        .iter()
+                        .map(|r| scrape::scrape(r.addr, METRICS_PATH, SCRAPE_TIMEOUT)),
+                )
+                .await;
+                let mut fresh = HashMap::new();
+                for (replica, result) in ready.iter().zip(results) {
+                    match result {
+                        Ok(m) => {
+                            if failing.remove(&replica.id).is_some() {
+                                tracing::info!(deployment = %self.name, replica = %replica.id, "replica metrics readable again");
+                            }
+                            fresh.insert(replica.id.clone(), Some(m));
+                        }
+                        Err(e) => {
+                            let e = e.to_string();
+                            if failing.insert(replica.id.clone(), e.clone()).is_none() {
+                                tracing::warn!(deployment = %self.name, replica = %replica.id, error = %e, "cannot read replica metrics; counting it as fully loaded at its target until it can be read");
+                            }
+                            fresh.insert(replica.id.clone(), None);
+                        }
+                    }
+                }
+                failing.retain(|id, _| fresh.contains_key(id));
+                if let Ok(mut m) = self.scraped.lock() {
+                    *m = fresh;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SCRAPE_INTERVAL) => {}
+                _ = stopping.changed() => return,
+            }
         }
     }
 
@@ -204,14 +399,18 @@ impl Controller {
         });
     }
 
-    async fn start_replica(self: &Arc<Self>, config: &DeploymentConfig) {
+    /// Launches one replica asked for by the decision taken at `decided`.
+    async fn start_replica(self: &Arc<Self>, decided: Instant) {
+        let config = self.config.load_full();
         let index = self.next_index.fetch_add(1, Ordering::AcqRel);
         match self.backend.launch(&self.name, index).await {
             Ok(launched) => {
                 self.stats.replicas_started.fetch_add(1, Ordering::Relaxed);
-                let replica = Arc::new(Replica::new(
+                let replica = Arc::new(Replica::asked_for(
                     format!("{}-{index}", self.name),
                     launched.addr,
+                    index,
+                    decided,
                 ));
                 let handle: Arc<dyn ReplicaHandle> = Arc::from(launched.handle);
                 if let Ok(mut h) = self.handles.lock() {
@@ -219,7 +418,7 @@ impl Controller {
                 }
                 self.pool.add_replica(replica.clone());
                 tracing::info!(deployment = %self.name, replica = %replica.id, addr = %replica.addr, "replica starting");
-                tokio::spawn(self.clone().run_replica(replica, handle, config.clone()));
+                tokio::spawn(self.clone().run_replica(replica, handle, config));
             }
             Err(e) => {
                 tracing::error!(deployment = %self.name, error = %e, "cannot start replica");
@@ -233,7 +432,7 @@ impl Controller {
         self: Arc<Self>,
         replica: Arc<Replica>,
         handle: Arc<dyn ReplicaHandle>,
-        config: DeploymentConfig,
+        config: Arc<DeploymentConfig>,
     ) {
         let deadline = replica.created + config.startup_timeout.get();
         let interval = config.health.interval.get();
@@ -268,13 +467,12 @@ impl Controller {
         if replica.state() != ReplicaState::Starting {
             return;
         }
-        replica.set_state(ReplicaState::Ready);
-        replica.touch();
+        let cold_start = replica.mark_ready();
         self.consecutive_failures.store(0, Ordering::Release);
         tracing::info!(
             deployment = %self.name,
             replica = %replica.id,
-            cold_start_ms = replica.created.elapsed().as_millis() as u64,
+            cold_start_ms = cold_start.as_millis() as u64,
             "replica ready"
         );
         self.pool.notify_capacity();
@@ -296,7 +494,7 @@ impl Controller {
     }
 
     /// Marks a replica draining (no new requests) and stops it once idle or after the drain timeout.
-    fn begin_stop(self: Arc<Self>, replica: Arc<Replica>, why: &'static str) {
+    fn begin_stop(self: Arc<Self>, replica: Arc<Replica>, why: &str) {
         let was = replica.state();
         if !matches!(was, ReplicaState::Ready | ReplicaState::Starting) {
             return;
@@ -340,7 +538,7 @@ impl Controller {
             .await;
             match (replica.state(), healthy) {
                 (ReplicaState::Starting, true) => {
-                    replica.set_state(ReplicaState::Ready);
+                    replica.mark_ready();
                     tracing::info!(deployment = %self.name, replica = %replica.id, "static replica healthy");
                     self.pool.notify_capacity();
                 }
@@ -380,4 +578,8 @@ impl ControllerHandle {
             t.abort();
         }
     }
+}
+
+fn count_in(replicas: &[Arc<Replica>], state: ReplicaState) -> u32 {
+    replicas.iter().filter(|r| r.state() == state).count() as u32
 }

@@ -16,14 +16,9 @@ pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
 }
 
 async fn probe_inner(addr: SocketAddr, path: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect(addr).await else {
+    let Ok(mut stream) = send_get(addr, path, "infergate-health").await else {
         return false;
     };
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: infergate-health\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
     let mut buf = [0u8; 64];
     let mut len = 0;
     while len < 12 {
@@ -34,4 +29,19 @@ async fn probe_inner(addr: SocketAddr, path: &str) -> bool {
     }
     // "HTTP/1.1 200 ..."
     buf.starts_with(b"HTTP/1.") && buf[9] == b'2'
+}
+
+/// Connects and sends `GET path` as HTTP/1.0 with `Connection: close`, so the answer is never
+/// chunked and ends when the server closes.
+pub(crate) async fn send_get(
+    addr: SocketAddr,
+    path: &str,
+    agent: &str,
+) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: {agent}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    Ok(stream)
 }

@@ -4,13 +4,15 @@
 //!
 //! Nothing here speaks HTTP to clients; the proxy crate owns the data plane.
 
-pub mod autoscaler;
 pub mod backend;
 pub mod controller;
 pub mod health;
+pub mod load;
 pub mod policy;
 pub mod pool;
 pub mod replica;
+pub mod scale_down;
+pub mod scrape;
 
 pub use controller::{Controller, ControllerHandle};
 pub use pool::{AcquireError, Acquired, ReplicaPool, Slot};

@@ -1,208 +1,293 @@
-//! The scaling policy: a pure function of (settings, observed load, replica states). No clocks,
-//! sockets or sleeps: time enters only through the observation (`idle_for`), so every rule can be
-//! tested exactly and replayed by a simulator.
+//! The windowed autoscaling policy of SPEC §4 (Baseten's semantics) as a pure function:
+//! `decide(settings, load history, replica counts, memory, now) -> Decision`.
 //!
-//! This is the data-plane issue's minimal rule (start on demand, stop when idle, keep the floor);
-//! the windowed Baseten-style policy replaces `decide` behind the same signature.
+//! Time is a `Duration` since an arbitrary epoch supplied by the caller, so the same code runs live
+//! (epoch = process start) and in virtual time (tests, the trace simulator). The only state carried
+//! between decisions is [`PolicyMemory`] (the scale-down countdown), which the caller stores.
+//!
+//! Rules:
+//! - desired = ceil(load / (concurrency_target × target_utilization)), clamped to [min, max];
+//!   starting replicas count as capacity already asked for.
+//! - Scale up as soon as desired > current. Up-scaling looks at the larger of the windowed average
+//!   and the instantaneous load, so the first request at zero (or a burst during a cold start) acts
+//!   at once; a burst of N waiting requests therefore asks for at most ceil(N / (t × u)) replicas.
+//! - Scale down only after the windowed desired has stayed below current for the whole
+//!   `scale_down_delay`; then remove half the excess (rounded up), wait one `autoscaling_window`,
+//!   halve again, until desired (or min) is reached. Load back at or above current cancels the
+//!   countdown.
+//!
+//! What "load" means is the controller's business (`crate::load`): in-flight + waiting requests,
+//! waiting requests only, or the KV-cache fraction; the policy only divides it by the per-replica
+//! target.
 
-use crate::replica::ReplicaState;
-use infergate_config::DeploymentConfig;
+use infergate_config::Metric;
 use std::time::Duration;
 
-/// What the policy sees of one replica.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReplicaView {
-    /// Lifecycle state.
-    pub state: ReplicaState,
-    /// Requests in flight on it.
-    pub in_flight: u32,
-    /// How long it has had no request in flight.
-    pub idle_for: Duration,
+/// The settings the policy reads (from `DeploymentConfig`, after presets).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// Floor of replicas.
+    pub min_replicas: u32,
+    /// Ceiling of replicas.
+    pub max_replicas: u32,
+    /// Averaging window.
+    pub autoscaling_window: Duration,
+    /// How long desired must stay below current before removing replicas.
+    pub scale_down_delay: Duration,
+    /// Requests one replica should carry.
+    pub concurrency_target: u32,
+    /// Headroom in percent (1–100).
+    pub target_utilization: u32,
+    /// What load means; decides the per-replica target.
+    pub metric: Metric,
+    /// Per-replica KV-cache fraction when `metric` is `KvCacheUsage`.
+    pub kv_cache_target: f64,
 }
 
-/// What the policy sees of a deployment at one instant.
-#[derive(Debug, Clone, Default)]
-pub struct Observation {
-    /// Every replica the deployment has (any state).
-    pub replicas: Vec<ReplicaView>,
-    /// Requests held in the deployment queue.
-    pub waiting: u64,
-    /// Requests in flight on all replicas.
-    pub in_flight: u64,
+impl Settings {
+    /// Reads the policy settings of a deployment.
+    pub fn from_config(c: &infergate_config::DeploymentConfig) -> Self {
+        let max = c.effective_max_replicas();
+        Settings {
+            min_replicas: c.effective_min_replicas().min(max),
+            max_replicas: max,
+            autoscaling_window: c.autoscaling_window.get(),
+            scale_down_delay: c.scale_down_delay.get(),
+            concurrency_target: c.concurrency_target,
+            target_utilization: c.target_utilization,
+            metric: c.metric,
+            kv_cache_target: c.kv_cache_target,
+        }
+    }
+
+    /// Load one replica should carry: concurrency_target × target_utilization for request counts,
+    /// `kv_cache_target` for the KV-cache fraction.
+    pub fn per_replica(&self) -> f64 {
+        match self.metric {
+            Metric::KvCacheUsage => self.kv_cache_target.clamp(0.01, 1.0),
+            Metric::Concurrency | Metric::QueueDepth => {
+                f64::from(self.concurrency_target.max(1))
+                    * f64::from(self.target_utilization.clamp(1, 100))
+                    / 100.0
+            }
+        }
+    }
+
+    /// Replicas needed for `load`, clamped to [min, max].
+    pub fn replicas_for(&self, load: f64) -> u32 {
+        // A tiny tolerance keeps 1.4 / 0.7 (= 2.0000000000000004 in floating point) at 2.
+        let raw = (load / self.per_replica() - 1e-9).ceil().max(0.0);
+        let raw = if raw > f64::from(u32::MAX) {
+            u32::MAX
+        } else {
+            raw as u32
+        };
+        raw.clamp(self.min_replicas, self.max_replicas)
+    }
 }
 
-/// What to do now, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// One load observation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadSample {
+    /// When it was taken (since the caller's epoch).
+    pub at: Duration,
+    /// Load at that instant (in-flight + waiting, or the chosen metric).
+    pub load: f64,
+}
+
+/// The replicas a deployment has that count as capacity (draining ones do not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaCounts {
+    /// Asked for and not yet ready: capacity already on its way.
+    pub starting: u32,
+    /// Serving.
+    pub ready: u32,
+}
+
+impl ReplicaCounts {
+    /// Starting + ready: what the policy compares desired against.
+    pub fn current(&self) -> u32 {
+        self.starting.saturating_add(self.ready)
+    }
+}
+
+/// What the policy remembers between decisions: the scale-down countdown and, for a deployment
+/// just deployed, the replicas it must start with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyMemory {
+    /// Since when the windowed desired has been below current.
+    pub below_since: Option<Duration>,
+    /// When the last scale-down step was taken.
+    pub last_step_down: Option<Duration>,
+    /// Replicas held until that many have been ready once (0 = none): a deployment starts with
+    /// max(1, min_replicas) replicas, so a new model is proven to start before it may sleep.
+    pub first_deploy_floor: u32,
+}
+
+impl PolicyMemory {
+    /// The memory of a deployment deployed for the first time.
+    pub fn first_deploy(settings: &Settings) -> Self {
+        PolicyMemory {
+            first_deploy_floor: settings.min_replicas.max(1).min(settings.max_replicas),
+            ..PolicyMemory::default()
+        }
+    }
+}
+
+/// Why the policy decided what it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Nothing to change.
+    Steady,
+    /// Load asks for more replicas.
+    ScaleUp,
+    /// Below current, but the scale-down delay (or the step window) has not passed.
+    CountingDown,
+    /// Removing half of the excess.
+    ScaleDown,
+    /// Current is outside [min, max] (settings changed).
+    Bounds,
+    /// Holding max(1, min_replicas) until the first replicas of a new deployment are ready.
+    FirstDeploy,
+}
+
+impl Reason {
+    /// Stable lower-case name for logs, events and the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Steady => "steady",
+            Reason::ScaleUp => "scale_up",
+            Reason::CountingDown => "counting_down",
+            Reason::ScaleDown => "scale_down",
+            Reason::Bounds => "bounds",
+            Reason::FirstDeploy => "first_deploy",
+        }
+    }
+}
+
+/// The decision and the numbers behind it.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Decision {
     /// Replicas the deployment should have (starting + ready).
     pub desired: u32,
-    /// How many new replicas to start.
-    pub start: u32,
-    /// Indices (into `Observation::replicas`) of replicas to drain and stop.
-    pub stop: Vec<usize>,
-    /// Short human-readable reason, for logs and events.
-    pub reason: &'static str,
+    /// Why.
+    pub reason: Reason,
+    /// Windowed average load.
+    pub average_load: f64,
+    /// Load at the latest sample.
+    pub current_load: f64,
+    /// Replicas the windowed load alone asks for.
+    pub windowed_desired: u32,
+    /// Memory to pass to the next decision.
+    pub memory: PolicyMemory,
 }
 
-/// Decides how many replicas to start or stop.
-pub fn decide(config: &DeploymentConfig, obs: &Observation) -> Decision {
-    let max = config.effective_max_replicas();
-    let floor = config.min_replicas.min(max);
-    let active = obs
-        .replicas
+/// Average of the samples taken within the window ending at `now` (0 without samples).
+pub fn windowed_average(history: &[LoadSample], window: Duration, now: Duration) -> f64 {
+    let start = now.saturating_sub(window);
+    let (sum, n) = history
         .iter()
-        .filter(|r| matches!(r.state, ReplicaState::Starting | ReplicaState::Ready))
-        .count() as u32;
-    let starting = obs
-        .replicas
-        .iter()
-        .filter(|r| r.state == ReplicaState::Starting)
-        .count() as u32;
-    let load = obs.waiting + obs.in_flight;
-
-    let mut desired = active.max(floor);
-    let mut reason = "steady";
-    if active < floor {
-        reason = "below min_replicas";
+        .filter(|s| s.at >= start && s.at <= now)
+        .fold((0.0, 0u32), |(sum, n), s| (sum + s.load, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        sum / f64::from(n)
     }
-    if load > 0 && active == 0 {
-        desired = desired.max(1);
-        reason = "first request at zero replicas";
-    } else if obs.waiting > 0 && starting == 0 && active < max {
-        desired = desired.max(active + 1);
-        reason = "requests waiting and every replica busy";
-    }
-    desired = desired.min(max);
+}
 
-    let mut stop = Vec::new();
-    if desired <= active && obs.waiting == 0 {
-        let delay = config.scale_down_delay.get();
-        let mut idle: Vec<(usize, Duration)> = obs
-            .replicas
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| {
-                r.state == ReplicaState::Ready && r.in_flight == 0 && r.idle_for >= delay
-            })
-            .map(|(i, r)| (i, r.idle_for))
-            .collect();
-        idle.sort_by_key(|(_, idle_for)| std::cmp::Reverse(*idle_for));
-        let removable = active.saturating_sub(floor) as usize;
-        stop = idle.into_iter().take(removable).map(|(i, _)| i).collect();
-        if !stop.is_empty() {
-            desired = active - stop.len() as u32;
-            reason = "idle for scale_down_delay";
+/// Decides the desired replica count from the settings, the load history (oldest first), the
+/// replicas that count as capacity, what the previous decision remembered, and the time.
+pub fn decide(
+    settings: &Settings,
+    history: &[LoadSample],
+    replicas: ReplicaCounts,
+    memory: PolicyMemory,
+    now: Duration,
+) -> Decision {
+    let mut d = decide_on_load(settings, history, replicas.current(), memory, now);
+    let floor = memory.first_deploy_floor.min(settings.max_replicas);
+    if floor > 0 && replicas.ready < floor {
+        d.memory.first_deploy_floor = floor;
+        if d.desired <= floor {
+            d.desired = floor;
+            d.reason = Reason::FirstDeploy;
+            d.memory.below_since = None;
+            d.memory.last_step_down = None;
         }
     }
-    Decision {
+    d
+}
+
+/// The load rules alone (SPEC §4), without the first-deploy floor.
+fn decide_on_load(
+    settings: &Settings,
+    history: &[LoadSample],
+    current: u32,
+    memory: PolicyMemory,
+    now: Duration,
+) -> Decision {
+    let average_load = windowed_average(history, settings.autoscaling_window, now);
+    let current_load = history
+        .iter()
+        .rev()
+        .find(|s| s.at <= now)
+        .map_or(0.0, |s| s.load);
+    let windowed_desired = settings.replicas_for(average_load);
+    let up_desired = settings.replicas_for(average_load.max(current_load));
+    let decision = |desired, reason, memory| Decision {
         desired,
-        start: desired.saturating_sub(active),
-        stop,
         reason,
+        average_load,
+        current_load,
+        windowed_desired,
+        memory,
+    };
+
+    if current > settings.max_replicas {
+        return decision(
+            settings.max_replicas,
+            Reason::Bounds,
+            PolicyMemory::default(),
+        );
     }
+    if current < settings.min_replicas && up_desired <= settings.min_replicas {
+        return decision(
+            settings.min_replicas,
+            Reason::Bounds,
+            PolicyMemory::default(),
+        );
+    }
+    if up_desired > current {
+        return decision(up_desired, Reason::ScaleUp, PolicyMemory::default());
+    }
+    if windowed_desired >= current || up_desired >= current {
+        // Load is at the threshold again: any countdown is cancelled.
+        return decision(current, Reason::Steady, PolicyMemory::default());
+    }
+    let below_since = memory.below_since.unwrap_or(now);
+    let mut next = PolicyMemory {
+        below_since: Some(below_since),
+        last_step_down: memory.last_step_down,
+        first_deploy_floor: 0,
+    };
+    let delay_over = now.saturating_sub(below_since) >= settings.scale_down_delay;
+    let step_due = memory
+        .last_step_down
+        .is_none_or(|last| now.saturating_sub(last) >= settings.autoscaling_window);
+    if !(delay_over && step_due) {
+        return decision(current, Reason::CountingDown, next);
+    }
+    let floor = windowed_desired.max(up_desired).max(settings.min_replicas);
+    let excess = current - floor;
+    let desired = current - excess.div_ceil(2);
+    next.last_step_down = Some(now);
+    if desired == floor {
+        next = PolicyMemory::default();
+    }
+    decision(desired, Reason::ScaleDown, next)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use infergate_config::Config;
-
-    fn config(extra: &str) -> DeploymentConfig {
-        let text = format!(
-            "[deployments.d]\n{extra}\n[deployments.d.backend]\ntype = \"process\"\ncommand = [\"x\"]\n"
-        );
-        Config::from_toml_str(&text).unwrap().deployments["d"].clone()
-    }
-
-    fn view(state: ReplicaState, in_flight: u32, idle_secs: u64) -> ReplicaView {
-        ReplicaView {
-            state,
-            in_flight,
-            idle_for: Duration::from_secs(idle_secs),
-        }
-    }
-
-    #[test]
-    fn first_request_at_zero_starts_one_replica() {
-        let d = decide(
-            &config(""),
-            &Observation {
-                waiting: 20,
-                ..Default::default()
-            },
-        );
-        assert_eq!((d.desired, d.start), (1, 1));
-    }
-
-    #[test]
-    fn no_load_at_zero_starts_nothing() {
-        let d = decide(&config(""), &Observation::default());
-        assert_eq!((d.desired, d.start), (0, 0));
-    }
-
-    #[test]
-    fn min_replicas_are_kept_up() {
-        let d = decide(
-            &config("min_replicas = 2\nmax_replicas = 3"),
-            &Observation::default(),
-        );
-        assert_eq!((d.desired, d.start), (2, 2));
-    }
-
-    #[test]
-    fn waiting_during_cold_start_does_not_start_more() {
-        let obs = Observation {
-            replicas: vec![view(ReplicaState::Starting, 0, 0)],
-            waiting: 50,
-            in_flight: 0,
-        };
-        let d = decide(&config("max_replicas = 4"), &obs);
-        assert_eq!(d.start, 0);
-    }
-
-    #[test]
-    fn idle_replica_stops_only_after_scale_down_delay_and_not_below_min() {
-        let c = config("scale_down_delay = \"60s\"\nmin_replicas = 1\nmax_replicas = 3");
-        let mut obs = Observation {
-            replicas: vec![
-                view(ReplicaState::Ready, 0, 59),
-                view(ReplicaState::Ready, 0, 120),
-            ],
-            ..Default::default()
-        };
-        assert_eq!(decide(&c, &obs).stop, vec![1]);
-        obs.replicas[0].idle_for = Duration::from_secs(61);
-        // Both idle long enough, but min_replicas = 1 keeps one.
-        assert_eq!(decide(&c, &obs).stop, vec![1]);
-        obs.replicas[1].idle_for = Duration::from_secs(10);
-        assert_eq!(decide(&c, &obs).stop, vec![0]);
-    }
-
-    #[test]
-    fn busy_replicas_and_waiting_requests_block_scale_down() {
-        let c = config("scale_down_delay = \"0s\"");
-        let obs = Observation {
-            replicas: vec![view(ReplicaState::Ready, 1, 0)],
-            in_flight: 1,
-            ..Default::default()
-        };
-        assert!(decide(&c, &obs).stop.is_empty());
-        let obs = Observation {
-            replicas: vec![view(ReplicaState::Ready, 0, 100)],
-            waiting: 1,
-            ..Default::default()
-        };
-        assert!(decide(&c, &obs).stop.is_empty());
-    }
-
-    #[test]
-    fn never_more_than_max() {
-        let obs = Observation {
-            replicas: vec![view(ReplicaState::Ready, 5, 0)],
-            waiting: 100,
-            in_flight: 5,
-        };
-        let d = decide(&config("max_replicas = 1"), &obs);
-        assert_eq!((d.desired, d.start), (1, 0));
-    }
-}
+#[path = "policy_tests.rs"]
+mod tests;

@@ -56,6 +56,10 @@ pub struct ReplicaPool {
     capacity_changed: Notify,
     /// Signalled when a request found no replica able to serve it: the controller acts at once.
     demand: Arc<Notify>,
+    /// Microseconds after `epoch` of the oldest demand signal the controller has not taken yet
+    /// (0 = none), to measure how fast a scale-up follows the request that asked for it.
+    demand_at_us: AtomicU64,
+    epoch: Instant,
     queue_tx: mpsc::UnboundedSender<Waiter>,
     queue_rx: Mutex<Option<mpsc::UnboundedReceiver<Waiter>>>,
     requests_total: AtomicU64,
@@ -105,6 +109,8 @@ impl ReplicaPool {
             closed: AtomicBool::new(false),
             capacity_changed: Notify::new(),
             demand: Arc::new(Notify::new()),
+            demand_at_us: AtomicU64::new(0),
+            epoch: Instant::now(),
             queue_tx,
             queue_rx: Mutex::new(Some(queue_rx)),
             requests_total: AtomicU64::new(0),
@@ -140,6 +146,23 @@ impl ReplicaPool {
     /// Snapshot of the replicas (any state).
     pub fn replicas(&self) -> Arc<Vec<Arc<Replica>>> {
         self.replicas.load_full()
+    }
+
+    /// Wakes the controller because a request found no free replica at `at`.
+    fn signal_demand(&self, at: Instant) {
+        let us = (at.saturating_duration_since(self.epoch).as_micros() as u64).max(1);
+        let _ = self
+            .demand_at_us
+            .compare_exchange(0, us, Ordering::AcqRel, Ordering::Acquire);
+        self.demand.notify_one();
+    }
+
+    /// When the oldest demand signal not yet taken was raised; taking it clears it.
+    pub fn take_demand_signal(&self) -> Option<Instant> {
+        match self.demand_at_us.swap(0, Ordering::AcqRel) {
+            0 => None,
+            us => Some(self.epoch + Duration::from_micros(us)),
+        }
     }
 
     /// The notifier the controller waits on to react to demand at once.
@@ -241,7 +264,6 @@ impl ReplicaPool {
     fn grant(self: &Arc<Self>, replica: Arc<Replica>) -> Slot {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.requests_total.fetch_add(1, Ordering::Relaxed);
-        replica.touch();
         Slot {
             pool: self.clone(),
             replica,
@@ -273,7 +295,7 @@ impl ReplicaPool {
         if self.queue_tx.send(Waiter { tx }).is_err() {
             return Err(AcquireError::Closed);
         }
-        self.demand.notify_one();
+        self.signal_demand(since);
         match tokio::time::timeout(max_wait, rx).await {
             Ok(Ok(slot)) => Ok(Acquired {
                 slot,

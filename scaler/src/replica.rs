@@ -53,22 +53,48 @@ pub struct Replica {
     pub addr: SocketAddr,
     state: AtomicU8,
     in_flight: AtomicU32,
-    /// Milliseconds since `created` when the replica last went idle (or was last busy).
-    last_busy_ms: AtomicU64,
     /// When the replica was asked for (scale-up decision), to measure cold starts.
     pub created: Instant,
+    /// Launch order within the deployment (higher = newer).
+    pub order: u64,
+    /// Scale-up decision → ready, in milliseconds; 0 until ready.
+    cold_start_ms: AtomicU64,
 }
 
 impl Replica {
-    /// A replica in `Starting` state.
+    /// A replica in `Starting` state, asked for now.
     pub fn new(id: String, addr: SocketAddr) -> Self {
+        Self::asked_for(id, addr, 0, Instant::now())
+    }
+
+    /// A replica in `Starting` state, the `order`-th of its deployment, asked for at `decided`
+    /// (the scale-up decision, which its cold start is measured from).
+    pub fn asked_for(id: String, addr: SocketAddr, order: u64, decided: Instant) -> Self {
         Replica {
             id,
             addr,
             state: AtomicU8::new(ReplicaState::Starting as u8),
             in_flight: AtomicU32::new(0),
-            last_busy_ms: AtomicU64::new(0),
-            created: Instant::now(),
+            created: decided,
+            order,
+            cold_start_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks the replica ready and records its cold start (decision → now).
+    pub fn mark_ready(&self) -> Duration {
+        let cold_start = self.created.elapsed();
+        self.cold_start_ms
+            .store((cold_start.as_millis() as u64).max(1), Ordering::Release);
+        self.set_state(ReplicaState::Ready);
+        cold_start
+    }
+
+    /// Scale-up decision → ready, once the replica has been ready.
+    pub fn cold_start(&self) -> Option<Duration> {
+        match self.cold_start_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
         }
     }
 
@@ -108,24 +134,6 @@ impl Replica {
 
     /// Returns one request slot.
     pub(crate) fn give_back(&self) {
-        let before = self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if before == 1 {
-            self.touch();
-        }
-    }
-
-    /// Records "busy until now" for idle tracking.
-    pub fn touch(&self) {
-        let ms = self.created.elapsed().as_millis() as u64;
-        self.last_busy_ms.store(ms, Ordering::Release);
-    }
-
-    /// How long the replica has had no in-flight request (zero while busy).
-    pub fn idle_for(&self, now: Instant) -> Duration {
-        if self.in_flight() > 0 {
-            return Duration::ZERO;
-        }
-        let last = self.created + Duration::from_millis(self.last_busy_ms.load(Ordering::Acquire));
-        now.saturating_duration_since(last)
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

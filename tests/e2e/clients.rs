@@ -82,7 +82,8 @@ async fn rust_openai_client_chat_stream_completions_embeddings_models() {
         .unwrap();
     assert_eq!(completion.choices[0].text, "Hello from a");
 
-    // The embedding deployment is at zero replicas: the request waits for the cold start.
+    // The embedding deployment (min 0) may still be cold-starting its first-deploy replica: the
+    // request waits for it.
     let embeddings = client
         .embeddings()
         .create(

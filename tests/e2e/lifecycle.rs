@@ -28,6 +28,10 @@ async fn idle_replica_stops_after_scale_down_delay_and_min_replicas_stay() {
         })
         .await;
     assert_eq!(state["replicas_stopped_total"], 1);
+    assert_eq!(
+        state["replicas_started_total"], 1,
+        "the first-deploy replica served the request: {state:#}"
+    );
     let floor = proxy.wait_ready("floor", 1).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let floor_after = proxy.state("floor").await;

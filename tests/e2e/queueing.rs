@@ -9,15 +9,18 @@ use std::time::Duration;
 async fn scale_from_zero_holds_20_requests_and_serves_them_in_arrival_order() {
     let proxy = Proxy::start(&sim_deployment(
         "cold",
-        "min_replicas = 0\nmax_replicas = 1\nreplica_concurrency = 1",
+        "min_replicas = 0\nmax_replicas = 1\nreplica_concurrency = 1\nscale_down_delay = \"0s\"",
         "--cold-start 3s --ttft 1ms --tokens-per-s 1000",
     ));
-    let state = proxy.state("cold").await;
-    assert_eq!(
-        state["replicas"].as_array().unwrap().len(),
-        0,
-        "min_replicas = 0 starts nothing"
-    );
+    // A new deployment starts with max(1, min) replicas; with no load and no delay it then
+    // scales to zero.
+    let state = proxy
+        .wait_state("cold", Duration::from_secs(30), |s| {
+            s["replicas_stopped_total"] == 1 && s["replicas"].as_array().unwrap().is_empty()
+        })
+        .await;
+    assert_eq!(state["replicas_started_total"], 1, "{state:#}");
+    assert!(state["replicas_stopped_total"] == 1);
 
     let client = reqwest::Client::new();
     let mut tasks = Vec::new();
@@ -40,7 +43,7 @@ async fn scale_from_zero_holds_20_requests_and_serves_them_in_arrival_order() {
             response.headers().contains_key("x-infergate-queued-ms"),
             "request {i} has no queued-ms header"
         );
-        assert_eq!(response.headers()["x-infergate-route"], "replica/cold-0");
+        assert_eq!(response.headers()["x-infergate-route"], "replica/cold-1");
         let seq: u64 = response.headers()["x-sim-seq"]
             .to_str()
             .unwrap()
@@ -52,9 +55,13 @@ async fn scale_from_zero_holds_20_requests_and_serves_them_in_arrival_order() {
     }
     let state = proxy.state("cold").await;
     assert_eq!(
-        state["replicas_started_total"], 1,
-        "exactly one replica was started: {state:#}"
+        state["replicas_started_total"], 2,
+        "exactly one replica was started for the burst: {state:#}"
     );
+    // Decision latency: the first waiting request → scale-up issued (measured, not asserted).
+    let latency = &state["decision"]["scale_up_latency_us"];
+    assert!(latency.is_u64(), "scale-up latency not measured: {state:#}");
+    eprintln!("scale-up decision latency: {latency} µs");
     assert_eq!(state["in_flight"], 0);
     assert_eq!(state["waiting"], 0);
 }

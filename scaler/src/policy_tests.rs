@@ -17,7 +17,24 @@ fn settings(min: u32, max: u32) -> Settings {
         scale_down_delay: 900 * S,
         concurrency_target: 1,
         target_utilization: 70,
+        metric: Metric::Concurrency,
+        kv_cache_target: 0.8,
     }
+}
+
+/// `decide` with `current` ready replicas and none starting.
+fn decide_ready(
+    s: &Settings,
+    history: &[LoadSample],
+    current: u32,
+    memory: PolicyMemory,
+    now: Duration,
+) -> Decision {
+    let replicas = ReplicaCounts {
+        starting: 0,
+        ready: current,
+    };
+    decide(s, history, replicas, memory, now)
 }
 
 /// One sample per second with the given load, from `from` to `to` inclusive.
@@ -31,7 +48,7 @@ fn flat(from: u64, to: u64, load: f64) -> Vec<LoadSample> {
 fn replay(s: &Settings, history: &[LoadSample], start: u32, until: u64) -> Vec<u32> {
     let (mut current, mut memory, mut out) = (start, PolicyMemory::default(), vec![]);
     for t in 0..=until {
-        let d = decide(s, history, current, memory, secs(t));
+        let d = decide_ready(s, history, current, memory, secs(t));
         current = d.desired;
         memory = d.memory;
         out.push(current);
@@ -73,7 +90,7 @@ fn first_request_at_zero_scales_up_at_once() {
         at: 100 * S,
         load: 1.0,
     }];
-    let d = decide(&s, &history, 0, PolicyMemory::default(), 100 * S);
+    let d = decide_ready(&s, &history, 0, PolicyMemory::default(), 100 * S);
     assert_eq!((d.desired, d.reason), (1, Reason::ScaleUp));
 }
 
@@ -85,17 +102,40 @@ fn scale_up_happens_as_soon_as_desired_exceeds_current() {
         at: 60 * S,
         load: 3.5,
     });
-    let d = decide(&s, &history, 1, PolicyMemory::default(), 60 * S);
+    let d = decide_ready(&s, &history, 1, PolicyMemory::default(), 60 * S);
     assert_eq!((d.desired, d.reason), (5, Reason::ScaleUp));
 }
 
 #[test]
 fn starting_replicas_count_as_capacity_already_asked_for() {
-    // 3 replicas starting (current = 3) for a load that needs 3: nothing more is started.
+    // 3 replicas starting for a load that needs 3: nothing more is started.
     let s = settings(0, 10);
     let history = flat(0, 10, 2.1);
-    let d = decide(&s, &history, 3, PolicyMemory::default(), 10 * S);
-    assert_eq!(d.desired, 3);
+    let starting = ReplicaCounts {
+        starting: 3,
+        ready: 0,
+    };
+    let d = decide(&s, &history, starting, PolicyMemory::default(), 10 * S);
+    assert_eq!((d.desired, d.reason), (3, Reason::Steady));
+    // One ready and one starting for the same load: one more.
+    let mixed = ReplicaCounts {
+        starting: 1,
+        ready: 1,
+    };
+    let d = decide(&s, &history, mixed, PolicyMemory::default(), 10 * S);
+    assert_eq!((d.desired, d.reason), (3, Reason::ScaleUp));
+}
+
+#[test]
+fn kv_cache_usage_divides_by_the_kv_cache_target() {
+    let s = Settings {
+        metric: Metric::KvCacheUsage,
+        kv_cache_target: 0.5,
+        ..settings(0, 10)
+    };
+    // Two replicas at 90 % and 60 % of their KV cache: 1.5 / 0.5 = 3.
+    let d = decide_ready(&s, &flat(0, 10, 1.5), 2, PolicyMemory::default(), 10 * S);
+    assert_eq!((d.desired, d.reason), (3, Reason::ScaleUp));
 }
 
 #[test]
@@ -105,7 +145,7 @@ fn burst_during_cold_start_asks_for_at_most_ceil_n_over_t_u_and_never_more_than_
         target_utilization: 100,
         ..settings(0, 100)
     };
-    let d = decide(
+    let d = decide_ready(
         &s,
         &[LoadSample { at: S, load: 50.0 }],
         1,
@@ -117,7 +157,7 @@ fn burst_during_cold_start_asks_for_at_most_ceil_n_over_t_u_and_never_more_than_
         max_replicas: 4,
         ..s
     };
-    let d = decide(
+    let d = decide_ready(
         &s,
         &[LoadSample { at: S, load: 50.0 }],
         1,
@@ -198,7 +238,7 @@ fn fixed_scaling_when_min_equals_max() {
 #[test]
 fn settings_changed_below_current_moves_to_the_new_bounds() {
     let s = settings(0, 2);
-    let d = decide(&s, &flat(0, 10, 7.0), 5, PolicyMemory::default(), 10 * S);
+    let d = decide_ready(&s, &flat(0, 10, 7.0), 5, PolicyMemory::default(), 10 * S);
     assert_eq!((d.desired, d.reason), (2, Reason::Bounds));
 }
 
@@ -231,6 +271,8 @@ fn arb_settings() -> impl Strategy<Value = Settings> {
             scale_down_delay: secs(delay),
             concurrency_target: target,
             target_utilization: util,
+            metric: Metric::Concurrency,
+            kv_cache_target: 0.8,
         })
 }
 
@@ -250,7 +292,7 @@ proptest! {
         let mut above_until = Duration::ZERO; // last time windowed desired was >= current
         for t in 0..(history.len() as u64 + 200) {
             let now = secs(t);
-            let d = decide(&s, &history, current, memory, now);
+            let d = decide_ready(&s, &history, current, memory, now);
             if d.windowed_desired >= current {
                 above_until = now;
             }
@@ -268,7 +310,7 @@ proptest! {
         let (mut current, mut memory) = (s.min_replicas, PolicyMemory::default());
         for t in 0..(history.len() as u64) {
             let now = secs(t);
-            let d = decide(&s, &history, current, memory, now);
+            let d = decide_ready(&s, &history, current, memory, now);
             if d.desired > current {
                 let peak = d.average_load.max(d.current_load);
                 let bound = ((peak / s.per_replica()) - 1e-9).ceil().max(0.0) as u32;
@@ -278,4 +320,83 @@ proptest! {
             memory = d.memory;
         }
     }
+}
+
+#[test]
+fn first_deploy_starts_max_1_min_replicas_and_holds_them_until_ready() {
+    let s = settings(0, 5);
+    let memory = PolicyMemory::first_deploy(&s);
+    let none = ReplicaCounts::default();
+    let d = decide(&s, &[], none, memory, S);
+    assert_eq!((d.desired, d.reason), (1, Reason::FirstDeploy));
+    // Still starting, no load, long after the delay would have passed: held.
+    let starting = ReplicaCounts {
+        starting: 1,
+        ready: 0,
+    };
+    let d = decide(&s, &flat(0, 2000, 0.0), starting, d.memory, 2000 * S);
+    assert_eq!((d.desired, d.reason), (1, Reason::FirstDeploy));
+    // Ready once: from then on the load rules apply, and the delay counts from here.
+    let ready = ReplicaCounts {
+        starting: 0,
+        ready: 1,
+    };
+    let d = decide(&s, &flat(0, 2001, 0.0), ready, d.memory, 2001 * S);
+    assert_eq!((d.desired, d.reason), (1, Reason::CountingDown));
+    assert_eq!(d.memory.first_deploy_floor, 0);
+    let d = decide(&s, &flat(0, 2901, 0.0), ready, d.memory, 2901 * S);
+    assert_eq!((d.desired, d.reason), (0, Reason::ScaleDown));
+
+    let s = settings(3, 5);
+    let d = decide(&s, &[], none, PolicyMemory::first_deploy(&s), S);
+    assert_eq!(d.desired, 3, "min above 1 starts min");
+    // Load asking for more than the floor is not held back by it.
+    let d = decide(
+        &s,
+        &flat(0, 1, 4.0),
+        none,
+        PolicyMemory::first_deploy(&s),
+        S,
+    );
+    assert_eq!((d.desired, d.reason), (5, Reason::ScaleUp));
+}
+
+fn deployment(extra: &str) -> infergate_config::DeploymentConfig {
+    let text = format!(
+        "[deployments.m]\n{extra}\n[deployments.m.backend]\ntype = \"static\"\nurls = [\"http://127.0.0.1:9\"]\n"
+    );
+    let config = infergate_config::Config::from_toml_str(&text).unwrap();
+    config.deployments["m"].clone()
+}
+
+#[test]
+fn development_preset_pins_min_0_and_max_1_and_rejects_changes() {
+    let dev = deployment("preset = \"development\"\nconcurrency_target = 4");
+    let s = Settings::from_config(&dev);
+    assert_eq!((s.min_replicas, s.max_replicas), (0, 1));
+    assert_eq!(
+        s.concurrency_target, 4,
+        "the other settings stay changeable"
+    );
+    let mut changed = dev.clone();
+    changed.max_replicas = 3;
+    changed.min_replicas = 1;
+    let err = changed.validate("m").unwrap_err().to_string();
+    assert!(
+        err.contains("deployments.m.max_replicas: is fixed at 1 by preset"),
+        "{err}"
+    );
+    assert!(
+        err.contains("deployments.m.min_replicas: is fixed at 0 by preset"),
+        "{err}"
+    );
+    // Heavy load still never leaves [0, 1].
+    let d = decide(
+        &s,
+        &flat(0, 10, 100.0),
+        ReplicaCounts::default(),
+        PolicyMemory::default(),
+        10 * S,
+    );
+    assert_eq!(d.desired, 1);
 }

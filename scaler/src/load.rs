@@ -1,0 +1,175 @@
+//! Load signals: what "load" means for each `metric`, and the per-deployment history the policy
+//! averages over.
+//!
+//! The controller samples the pool's atomic counters (and the replicas' scraped metrics) off the
+//! request path; the data plane only bumps atomics. Both pieces here are pure so they can be tested
+//! and replayed like the policy.
+
+use crate::policy::LoadSample;
+use infergate_config::Metric;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Granularity of the history: one sample per second, the latest observation of that second.
+const BUCKET: Duration = Duration::from_secs(1);
+
+/// A ring of load samples, one per second, covering at least the autoscaling window.
+///
+/// Within a second the newest observation replaces the previous one, so deciding on every demand
+/// signal does not weigh bursts more than quiet seconds, while the last sample is always the load
+/// right now (what the policy scales up on).
+#[derive(Debug, Default)]
+pub struct LoadHistory {
+    samples: VecDeque<LoadSample>,
+}
+
+impl LoadHistory {
+    /// Records the load observed at `at`, forgetting samples older than `keep`.
+    pub fn record(&mut self, at: Duration, load: f64, keep: Duration) {
+        let bucket = |d: Duration| d.as_secs() / BUCKET.as_secs();
+        match self.samples.back_mut() {
+            Some(last) if bucket(last.at) == bucket(at) => *last = LoadSample { at, load },
+            _ => self.samples.push_back(LoadSample { at, load }),
+        }
+        let oldest = at.saturating_sub(keep);
+        while self.samples.front().is_some_and(|s| s.at < oldest) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The samples, oldest first.
+    pub fn samples(&mut self) -> &[LoadSample] {
+        self.samples.make_contiguous()
+    }
+}
+
+/// What one replica's own metrics endpoint reported (vLLM names).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReplicaMetrics {
+    /// `vllm:num_requests_waiting`: requests queued inside the model server.
+    pub num_requests_waiting: Option<f64>,
+    /// `vllm:kv_cache_usage_perc` (or the older `vllm:gpu_cache_usage_perc`), 0–1.
+    pub kv_cache_usage: Option<f64>,
+}
+
+/// Everything the load of one deployment is computed from, at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct LoadInputs {
+    /// Requests in flight on our replicas (pool counter).
+    pub in_flight: u64,
+    /// Requests held in our queue (pool counter).
+    pub waiting: u64,
+    /// One entry per ready replica: its last scrape, `None` if it could not be read.
+    pub ready_replicas: Vec<Option<ReplicaMetrics>>,
+}
+
+/// The load of a deployment under `metric`, in the unit the policy divides by `per_replica`.
+///
+/// A ready replica whose metrics cannot be read is counted conservatively as carrying exactly
+/// one replica's target: it keeps its own place (no scale-down on missing data) without asking
+/// for more (no scale-up on missing data).
+pub fn measure(metric: Metric, per_replica: f64, inputs: &LoadInputs) -> f64 {
+    let scraped = |field: fn(&ReplicaMetrics) -> Option<f64>| -> f64 {
+        inputs
+            .ready_replicas
+            .iter()
+            .map(|m| m.as_ref().and_then(field).unwrap_or(per_replica))
+            .sum()
+    };
+    match metric {
+        Metric::Concurrency => (inputs.in_flight + inputs.waiting) as f64,
+        Metric::QueueDepth => inputs.waiting as f64 + scraped(|m| m.num_requests_waiting),
+        Metric::KvCacheUsage => {
+            let usage = scraped(|m| m.kv_cache_usage.map(|u| u.clamp(0.0, 1.0)));
+            if inputs.ready_replicas.is_empty() && inputs.waiting > 0 {
+                // No replica to read a KV cache from, yet requests wait: ask for one.
+                usage.max(per_replica)
+            } else {
+                usage
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn history_keeps_one_sample_per_second_the_latest() {
+        let mut h = LoadHistory::default();
+        h.record(ms(100), 1.0, ms(60_000));
+        h.record(ms(900), 5.0, ms(60_000));
+        h.record(ms(1_200), 2.0, ms(60_000));
+        let loads: Vec<f64> = h.samples().iter().map(|s| s.load).collect();
+        assert_eq!(loads, vec![5.0, 2.0]);
+        assert_eq!(h.samples()[1].at, ms(1_200));
+    }
+
+    #[test]
+    fn history_forgets_samples_older_than_keep() {
+        let mut h = LoadHistory::default();
+        for s in 0..100 {
+            h.record(Duration::from_secs(s), s as f64, Duration::from_secs(10));
+        }
+        let s = h.samples();
+        assert_eq!(s.len(), 11);
+        assert_eq!(s[0].at, Duration::from_secs(89));
+    }
+
+    fn inputs(in_flight: u64, waiting: u64, ready: Vec<Option<ReplicaMetrics>>) -> LoadInputs {
+        LoadInputs {
+            in_flight,
+            waiting,
+            ready_replicas: ready,
+        }
+    }
+
+    fn scraped(waiting: f64, kv: f64) -> Option<ReplicaMetrics> {
+        Some(ReplicaMetrics {
+            num_requests_waiting: Some(waiting),
+            kv_cache_usage: Some(kv),
+        })
+    }
+
+    #[test]
+    fn concurrency_is_in_flight_plus_waiting() {
+        let i = inputs(3, 4, vec![scraped(9.0, 0.9)]);
+        assert_eq!(measure(Metric::Concurrency, 0.7, &i), 7.0);
+    }
+
+    #[test]
+    fn queue_depth_is_our_queue_plus_the_replicas_queues() {
+        let i = inputs(3, 4, vec![scraped(2.0, 0.9), scraped(1.0, 0.1)]);
+        assert_eq!(measure(Metric::QueueDepth, 0.7, &i), 7.0);
+    }
+
+    #[test]
+    fn kv_cache_usage_sums_the_ready_replicas_fractions() {
+        let i = inputs(3, 0, vec![scraped(0.0, 0.9), scraped(0.0, 0.6)]);
+        assert!((measure(Metric::KvCacheUsage, 0.8, &i) - 1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn kv_cache_usage_at_zero_replicas_with_waiting_requests_asks_for_one() {
+        assert_eq!(
+            measure(Metric::KvCacheUsage, 0.8, &inputs(0, 5, vec![])),
+            0.8
+        );
+        assert_eq!(
+            measure(Metric::KvCacheUsage, 0.8, &inputs(0, 0, vec![])),
+            0.0
+        );
+    }
+
+    #[test]
+    fn unreadable_replica_counts_as_exactly_its_target() {
+        let i = inputs(0, 0, vec![None, scraped(0.0, 0.0)]);
+        assert_eq!(measure(Metric::KvCacheUsage, 0.8, &i), 0.8);
+        assert_eq!(measure(Metric::QueueDepth, 0.7, &i), 0.7);
+    }
+}
