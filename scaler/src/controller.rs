@@ -6,7 +6,7 @@
 
 use crate::backend::{self, Backend, ReplicaHandle};
 use crate::health;
-use crate::load::{self, LoadHistory, LoadInputs, ReplicaMetrics};
+use crate::load::{self, LoadHistory, LoadInputs, Scraped};
 use crate::policy::{self, PolicyMemory, ReplicaCounts, Settings};
 use crate::pool::ReplicaPool;
 use crate::replica::{Replica, ReplicaState};
@@ -87,8 +87,8 @@ pub struct Controller {
     consecutive_failures: AtomicU32,
     backoff_until: Mutex<Option<Instant>>,
     autoscaling: Mutex<AutoscalingState>,
-    /// Last scrape of each ready replica by id; `None` = could not be read.
-    scraped: Mutex<HashMap<String, Option<ReplicaMetrics>>>,
+    /// Last scrape of each ready replica by id.
+    scraped: Mutex<HashMap<String, Scraped>>,
     epoch: Instant,
     /// What the controller did.
     pub stats: ControllerStats,
@@ -222,17 +222,21 @@ impl Controller {
         if report.desired > current {
             let signal = self.pool.take_demand_signal();
             report.scale_up_latency = signal.map(|at| now.saturating_duration_since(at));
-            tracing::info!(
-                deployment = %self.name,
-                desired = report.desired,
-                current,
-                ready = counts.ready,
-                average_load = report.average_load,
-                current_load = report.current_load,
-                reason = report.reason,
-                since_request_us = report.scale_up_latency.map(|d| d.as_micros() as u64),
-                "scale up"
-            );
+            let acting = !self.in_backoff(now);
+            if acting || previous != report.desired {
+                tracing::info!(
+                    deployment = %self.name,
+                    desired = report.desired,
+                    current,
+                    ready = counts.ready,
+                    average_load = report.average_load,
+                    current_load = report.current_load,
+                    reason = report.reason,
+                    since_request_us = report.scale_up_latency.map(|d| d.as_micros() as u64),
+                    in_backoff = !acting,
+                    "scale up"
+                );
+            }
             for _ in current..report.desired {
                 if self.in_backoff(Instant::now()) {
                     break;
@@ -320,7 +324,8 @@ impl Controller {
                 .map(|r| {
                     scraped
                         .as_ref()
-                        .and_then(|m| m.get(&r.id).copied().flatten())
+                        .and_then(|m| m.get(&r.id).copied())
+                        .unwrap_or(Scraped::Pending)
                 })
                 .collect(),
         }
@@ -351,14 +356,14 @@ impl Controller {
                             if failing.remove(&replica.id).is_some() {
                                 tracing::info!(deployment = %self.name, replica = %replica.id, "replica metrics readable again");
                             }
-                            fresh.insert(replica.id.clone(), Some(m));
+                            fresh.insert(replica.id.clone(), Scraped::Read(m));
                         }
                         Err(e) => {
                             let e = e.to_string();
                             if failing.insert(replica.id.clone(), e.clone()).is_none() {
                                 tracing::warn!(deployment = %self.name, replica = %replica.id, error = %e, "cannot read replica metrics; counting it as fully loaded at its target until it can be read");
                             }
-                            fresh.insert(replica.id.clone(), None);
+                            fresh.insert(replica.id.clone(), Scraped::Unreadable);
                         }
                     }
                 }

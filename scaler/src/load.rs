@@ -52,6 +52,17 @@ pub struct ReplicaMetrics {
     pub kv_cache_usage: Option<f64>,
 }
 
+/// What is known of one ready replica's own metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scraped {
+    /// Not scraped since it became ready (it has just started: empty queue, empty cache).
+    Pending,
+    /// The last scrape failed.
+    Unreadable,
+    /// The last scrape.
+    Read(ReplicaMetrics),
+}
+
 /// Everything the load of one deployment is computed from, at one instant.
 #[derive(Debug, Clone, Default)]
 pub struct LoadInputs {
@@ -59,21 +70,25 @@ pub struct LoadInputs {
     pub in_flight: u64,
     /// Requests held in our queue (pool counter).
     pub waiting: u64,
-    /// One entry per ready replica: its last scrape, `None` if it could not be read.
-    pub ready_replicas: Vec<Option<ReplicaMetrics>>,
+    /// One entry per ready replica: what its metrics endpoint last said.
+    pub ready_replicas: Vec<Scraped>,
 }
 
 /// The load of a deployment under `metric`, in the unit the policy divides by `per_replica`.
 ///
-/// A ready replica whose metrics cannot be read is counted conservatively as carrying exactly
-/// one replica's target: it keeps its own place (no scale-down on missing data) without asking
-/// for more (no scale-up on missing data).
+/// A ready replica whose metrics cannot be read (or lack the gauge) is counted conservatively as
+/// carrying exactly one replica's target: it keeps its own place (no scale-down on missing data)
+/// without asking for more (no scale-up on missing data). One not scraped yet counts as empty.
 pub fn measure(metric: Metric, per_replica: f64, inputs: &LoadInputs) -> f64 {
     let scraped = |field: fn(&ReplicaMetrics) -> Option<f64>| -> f64 {
         inputs
             .ready_replicas
             .iter()
-            .map(|m| m.as_ref().and_then(field).unwrap_or(per_replica))
+            .map(|s| match s {
+                Scraped::Pending => 0.0,
+                Scraped::Unreadable => per_replica,
+                Scraped::Read(m) => field(m).unwrap_or(per_replica),
+            })
             .sum()
     };
     match metric {
@@ -121,7 +136,7 @@ mod tests {
         assert_eq!(s[0].at, Duration::from_secs(89));
     }
 
-    fn inputs(in_flight: u64, waiting: u64, ready: Vec<Option<ReplicaMetrics>>) -> LoadInputs {
+    fn inputs(in_flight: u64, waiting: u64, ready: Vec<Scraped>) -> LoadInputs {
         LoadInputs {
             in_flight,
             waiting,
@@ -129,8 +144,8 @@ mod tests {
         }
     }
 
-    fn scraped(waiting: f64, kv: f64) -> Option<ReplicaMetrics> {
-        Some(ReplicaMetrics {
+    fn scraped(waiting: f64, kv: f64) -> Scraped {
+        Scraped::Read(ReplicaMetrics {
             num_requests_waiting: Some(waiting),
             kv_cache_usage: Some(kv),
         })
@@ -168,8 +183,27 @@ mod tests {
 
     #[test]
     fn unreadable_replica_counts_as_exactly_its_target() {
-        let i = inputs(0, 0, vec![None, scraped(0.0, 0.0)]);
+        let i = inputs(0, 0, vec![Scraped::Unreadable, scraped(0.0, 0.0)]);
         assert_eq!(measure(Metric::KvCacheUsage, 0.8, &i), 0.8);
         assert_eq!(measure(Metric::QueueDepth, 0.7, &i), 0.7);
+        let missing_gauge = Scraped::Read(ReplicaMetrics {
+            num_requests_waiting: Some(2.0),
+            kv_cache_usage: None,
+        });
+        assert_eq!(
+            measure(
+                Metric::KvCacheUsage,
+                0.8,
+                &inputs(0, 0, vec![missing_gauge])
+            ),
+            0.8
+        );
+    }
+
+    #[test]
+    fn replica_not_scraped_yet_counts_as_empty() {
+        let i = inputs(0, 0, vec![Scraped::Pending, scraped(3.0, 0.5)]);
+        assert_eq!(measure(Metric::QueueDepth, 1.0, &i), 3.0);
+        assert_eq!(measure(Metric::KvCacheUsage, 0.8, &i), 0.5);
     }
 }

@@ -57,6 +57,9 @@ pub struct SimOptions {
     /// Require `Authorization: Bearer <key>` (plays a SaaS provider).
     #[arg(long)]
     pub api_key: Option<String>,
+    /// Answer /metrics with 404, like a model server started without its metrics endpoint.
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 /// Response body type used by every handler: full bodies and SSE streams alike.
@@ -142,7 +145,7 @@ async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<SimBody
                 )
             }
         }
-        (&Method::GET, "/metrics") => full(
+        (&Method::GET, "/metrics") if !state.opts.no_metrics => full(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             state.prometheus(),
