@@ -31,8 +31,18 @@ const WORDS: [&str; 8] = [
     " model",
     " server",
     ",",
-    " friend",
+    " friend.",
 ];
+
+/// The `i`-th generated token: the words over and over, a space before each new sentence.
+fn token(i: u64) -> &'static str {
+    let n = WORDS.len() as u64;
+    if i >= n && i % n == 0 {
+        " Hello"
+    } else {
+        WORDS[(i % n) as usize]
+    }
+}
 const MAX_BODY: usize = 256 * 1024 * 1024;
 
 async fn read_json(req: Request<Incoming>) -> Result<Value, Box<Response<SimBody>>> {
@@ -143,9 +153,7 @@ pub(crate) async fn generate(
         let guard = RunGuard::new(state.clone());
         tokio::time::sleep(state.opts.ttft + per_token * (max_tokens.saturating_sub(1) as u32))
             .await;
-        let text: String = (0..max_tokens)
-            .map(|i| WORDS[i as usize % WORDS.len()])
-            .collect();
+        let text: String = (0..max_tokens).map(token).collect();
         let choice = match kind {
             Kind::Chat => {
                 json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": "length"})
@@ -199,7 +207,7 @@ pub(crate) async fn generate(
             if i > 0 {
                 tokio::time::sleep(per_token).await;
             }
-            let word = WORDS[i as usize % WORDS.len()];
+            let word = token(i);
             let choice = match kind {
                 Kind::Chat => {
                     json!({"index": 0, "delta": {"content": word}, "logprobs": null, "finish_reason": null})
