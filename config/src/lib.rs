@@ -7,6 +7,8 @@
 mod demo;
 mod duration;
 pub use duration::HumanDuration;
+mod provider_url;
+pub use provider_url::{reaches_listener, ProviderUrl};
 mod schema;
 mod validate;
 

@@ -17,6 +17,97 @@ pub struct Config {
     /// Model deployments by public name.
     #[serde(default)]
     pub deployments: BTreeMap<String, DeploymentConfig>,
+    /// External OpenAI-compatible providers that deployments may fall back to, by name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// An external OpenAI-compatible provider (SPEC §6). Its API key is read from an environment
+/// variable at start, never from the file, and is never written anywhere but its requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Base URL as OpenAI clients take it, e.g. `https://api.openai.com/v1`; a request for
+    /// `/v1/chat/completions` goes to `<base_url>/chat/completions`.
+    pub base_url: String,
+    /// Name of the environment variable holding the API key (sent as `Authorization: Bearer`).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Model names on the provider, by our deployment name or alias; unmapped names pass as-is.
+    #[serde(default)]
+    pub models: BTreeMap<String, String>,
+    /// Lower is tried first.
+    #[serde(default = "defaults::priority")]
+    pub priority: u32,
+    /// Longest wait for the provider's response headers (and between body chunks).
+    #[serde(default = "defaults::provider_timeout")]
+    pub timeout: HumanDuration,
+    /// Extra CA certificates (PEM) trusted for this provider, on top of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Consecutive failures (errors, timeouts, 5xx) after which the provider is cooled down.
+    #[serde(default = "defaults::failures_to_cool_down")]
+    pub failures_to_cool_down: u32,
+    /// How long a failing provider is skipped.
+    #[serde(default = "defaults::cool_down")]
+    pub cool_down: HumanDuration,
+}
+
+/// Situations in which a deployment's requests go to its fallback providers (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackWhen {
+    /// The deployment is hibernated (the request also counts towards waking it).
+    Hibernated,
+    /// Woken from hibernation, no replica ready yet.
+    Waking,
+    /// No replica ready (scale from zero, first deploy, all replicas replaced).
+    ColdStart,
+    /// A request has waited longer than `fallback_after`.
+    Overloaded,
+    /// Connect failure or 5xx from our replica before any byte reached the client.
+    ReplicaError,
+    /// Maintenance was switched on by hand.
+    Maintenance,
+}
+
+/// A deployment's fallback to external providers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Provider names (tried by their priority, then in this order).
+    pub providers: Vec<String>,
+    /// When to use them.
+    #[serde(default = "defaults::fallback_when")]
+    pub when: Vec<FallbackWhen>,
+    /// With `overloaded`: how long a request may wait for a replica before it goes to a provider.
+    #[serde(default = "defaults::fallback_after")]
+    pub fallback_after: HumanDuration,
+    /// Once replicas are ready again, traffic moves back to them gradually over this time.
+    #[serde(default = "defaults::ramp_back")]
+    pub ramp_back: HumanDuration,
+}
+
+/// Hibernation of an idle deployment (SPEC §5).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HibernationConfig {
+    /// How long the request rate must stay below `below_rps` before hibernating.
+    pub idle_after: HumanDuration,
+    /// Request rate (per second, averaged over `idle_after`) under which the deployment is idle.
+    pub below_rps: f64,
+    /// Requests that wake a hibernated deployment.
+    pub wake_after_requests: u32,
+}
+
+impl Default for HibernationConfig {
+    fn default() -> Self {
+        HibernationConfig {
+            idle_after: HumanDuration::secs(1800),
+            below_rps: 0.0,
+            wake_after_requests: 1,
+        }
+    }
 }
 
 /// Settings of the OpenAI-compatible data plane.
@@ -165,6 +256,15 @@ pub struct DeploymentConfig {
     /// Stopping replicas: drain then signal.
     #[serde(default)]
     pub stop: StopConfig,
+    /// External providers used while replicas cannot answer.
+    #[serde(default)]
+    pub fallback: Option<FallbackConfig>,
+    /// Sleeping at zero replicas whatever `min_replicas` says, after a quiet period.
+    #[serde(default)]
+    pub hibernation: Option<HibernationConfig>,
+    /// No traffic for this long deactivates the deployment (0 = never).
+    #[serde(default = "defaults::deactivate_after")]
+    pub deactivate_after: HumanDuration,
     /// Where replicas come from.
     pub backend: BackendConfig,
 }
@@ -295,7 +395,37 @@ pub struct StaticBackendConfig {
 }
 
 mod defaults {
-    use super::HumanDuration;
+    use super::{FallbackWhen, HumanDuration};
+    pub fn priority() -> u32 {
+        100
+    }
+    pub fn provider_timeout() -> HumanDuration {
+        HumanDuration::secs(600)
+    }
+    pub fn failures_to_cool_down() -> u32 {
+        3
+    }
+    pub fn cool_down() -> HumanDuration {
+        HumanDuration::secs(30)
+    }
+    pub fn fallback_when() -> Vec<FallbackWhen> {
+        vec![
+            FallbackWhen::Hibernated,
+            FallbackWhen::Waking,
+            FallbackWhen::ColdStart,
+            FallbackWhen::ReplicaError,
+            FallbackWhen::Maintenance,
+        ]
+    }
+    pub fn fallback_after() -> HumanDuration {
+        HumanDuration::secs(30)
+    }
+    pub fn ramp_back() -> HumanDuration {
+        HumanDuration::secs(30)
+    }
+    pub fn deactivate_after() -> HumanDuration {
+        HumanDuration::secs(14 * 86400)
+    }
     pub fn startup_timeout() -> HumanDuration {
         HumanDuration::secs(1200)
     }

@@ -1,6 +1,7 @@
 //! Validation: every setting checked against its allowed range, errors naming the field path.
 
 use crate::duration::HumanDuration;
+use crate::provider_url::{reaches_listener, ProviderUrl};
 use crate::schema::*;
 use std::collections::HashMap;
 use std::fmt;
@@ -131,6 +132,26 @@ impl Config {
                 }
             }
             d.check(&path, &mut c);
+            if let Some(fallback) = &d.fallback {
+                for (i, provider) in fallback.providers.iter().enumerate() {
+                    if !self.providers.contains_key(provider) {
+                        let known: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+                        c.fail(
+                            format!("{path}.fallback.providers[{i}]"),
+                            format!("no provider named {provider:?} (defined: {known:?})"),
+                        );
+                    }
+                }
+            }
+        }
+        let listeners: Vec<SocketAddr> = self
+            .server
+            .listeners
+            .iter()
+            .filter_map(|l| l.address.parse().ok())
+            .collect();
+        for (name, p) in &self.providers {
+            p.check(&format!("providers.{name}"), &listeners, &mut c);
         }
         if c.errors.is_empty() {
             Ok(())
@@ -142,6 +163,76 @@ impl Config {
 
 fn valid_name_char(ch: char) -> bool {
     ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-' | ':' | '/')
+}
+
+impl ProviderConfig {
+    fn check(&self, path: &str, listeners: &[SocketAddr], c: &mut Checker) {
+        let f = |field: &str| format!("{path}.{field}");
+        match ProviderUrl::parse(&self.base_url) {
+            None => c.fail(
+                f("base_url"),
+                format!(
+                    "must look like https://api.example.com/v1 (http or https, no query), got {:?}",
+                    self.base_url
+                ),
+            ),
+            Some(url) => {
+                if let Some(own) = url
+                    .resolve()
+                    .into_iter()
+                    .find(|a| listeners.iter().any(|l| reaches_listener(*a, *l)))
+                {
+                    c.fail(
+                        f("base_url"),
+                        format!(
+                            "resolves to {own}, one of this proxy's own listeners: only external providers are allowed (a loop)"
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(var) = &self.api_key_env {
+            if var.is_empty()
+                || !var
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            {
+                c.fail(
+                    f("api_key_env"),
+                    format!(
+                        "must be an environment variable name such as OPENAI_API_KEY, got {var:?}"
+                    ),
+                );
+            } else if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                c.fail(
+                    f("api_key_env"),
+                    format!("environment variable {var} is not set (it must hold the provider's API key)"),
+                );
+            }
+        }
+        c.duration_range(&f("timeout"), self.timeout, SECOND, DAY);
+        c.int_range(
+            &f("failures_to_cool_down"),
+            self.failures_to_cool_down.into(),
+            1,
+            1000,
+            "",
+        );
+        c.duration_range(&f("cool_down"), self.cool_down, SECOND, DAY);
+        if let Some(file) = &self.ca_file {
+            if std::fs::metadata(file).is_err() {
+                c.fail(f("ca_file"), format!("file {file:?} cannot be read"));
+            }
+        }
+        for (model, mapped) in &self.models {
+            if mapped.is_empty() {
+                c.fail(
+                    format!("{path}.models.{model}"),
+                    "must name the provider's model, got an empty string",
+                );
+            }
+        }
+    }
 }
 
 impl ServerConfig {
@@ -327,6 +418,58 @@ impl DeploymentConfig {
             Duration::ZERO,
             600 * SECOND,
         );
+        if let Some(fallback) = &self.fallback {
+            if fallback.providers.is_empty() {
+                c.fail(f("fallback.providers"), "must name at least one provider");
+            }
+            if fallback.when.is_empty() {
+                c.fail(
+                    f("fallback.when"),
+                    "must list at least one of hibernated, waking, cold_start, overloaded, replica_error, maintenance",
+                );
+            }
+            c.duration_range(
+                &f("fallback.fallback_after"),
+                fallback.fallback_after,
+                Duration::ZERO,
+                DAY,
+            );
+            c.duration_range(
+                &f("fallback.ramp_back"),
+                fallback.ramp_back,
+                Duration::ZERO,
+                HOUR,
+            );
+        }
+        if let Some(h) = &self.hibernation {
+            c.duration_range(&f("hibernation.idle_after"), h.idle_after, SECOND, 30 * DAY);
+            if !(h.below_rps >= 0.0 && h.below_rps <= 1e6) {
+                c.fail(
+                    f("hibernation.below_rps"),
+                    format!(
+                        "must be between 0 and 1000000 requests per second, got {}",
+                        h.below_rps
+                    ),
+                );
+            }
+            c.int_range(
+                &f("hibernation.wake_after_requests"),
+                h.wake_after_requests.into(),
+                1,
+                1_000_000,
+                "",
+            );
+        }
+        let deactivate = self.deactivate_after.get();
+        if !deactivate.is_zero() && !(60 * SECOND..=3650 * DAY).contains(&deactivate) {
+            c.fail(
+                f("deactivate_after"),
+                format!(
+                    "must be 0s (never) or between 1m and 3650days, got {}",
+                    self.deactivate_after
+                ),
+            );
+        }
         if let Some(prefix) = &self.route.path_prefix {
             if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
                 c.fail(

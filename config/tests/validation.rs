@@ -139,3 +139,84 @@ fn unknown_fields_and_bad_durations_are_refused() {
     let errs = errors_of(&base("scale_down_delay = \"soon\""));
     assert!(errs[0].contains("invalid duration \"soon\""), "{errs:?}");
 }
+
+fn with_provider(provider: &str, fallback: &str) -> String {
+    format!(
+        "[server]\nlisteners = [{{ address = \"127.0.0.1:18080\" }}, {{ address = \"0.0.0.0:18081\" }}]\n{}\n[deployments.llama.fallback]\n{fallback}\n[providers.saas]\n{provider}\n",
+        base("")
+    )
+}
+
+#[test]
+fn providers_and_fallbacks_name_the_field_and_range() {
+    std::env::set_var("INFERGATE_TEST_KEY", "sk-test");
+    let ok = with_provider(
+        "base_url = \"https://api.example.com/v1\"\napi_key_env = \"INFERGATE_TEST_KEY\"",
+        "providers = [\"saas\"]",
+    );
+    assert_eq!(errors_of(&ok), Vec::<String>::new());
+    let cases = [
+        (
+            "base_url = \"ftp://x\"",
+            "providers = [\"saas\"]",
+            "providers.saas.base_url: must look like https://api.example.com/v1 (http or https, no query), got \"ftp://x\"",
+        ),
+        (
+            "base_url = \"http://127.0.0.1:18080/v1\"",
+            "providers = [\"saas\"]",
+            "providers.saas.base_url: resolves to 127.0.0.1:18080, one of this proxy's own listeners: only external providers are allowed (a loop)",
+        ),
+        (
+            "base_url = \"http://localhost:18081\"",
+            "providers = [\"saas\"]",
+            "providers.saas.base_url: resolves to 127.0.0.1:18081, one of this proxy's own listeners: only external providers are allowed (a loop)",
+        ),
+        (
+            "base_url = \"https://h\"\napi_key_env = \"INFERGATE_UNSET_VARIABLE\"",
+            "providers = [\"saas\"]",
+            "providers.saas.api_key_env: environment variable INFERGATE_UNSET_VARIABLE is not set (it must hold the provider's API key)",
+        ),
+        (
+            "base_url = \"https://h\"\ncool_down = \"0s\"",
+            "providers = [\"saas\"]",
+            "providers.saas.cool_down: must be between 1s and 1day, got 0s",
+        ),
+        (
+            "base_url = \"https://h\"",
+            "providers = [\"other\"]",
+            "deployments.llama.fallback.providers[0]: no provider named \"other\" (defined: [\"saas\"])",
+        ),
+        (
+            "base_url = \"https://h\"",
+            "providers = [\"saas\"]\nramp_back = \"2h\"",
+            "deployments.llama.fallback.ramp_back: must be between 0s and 1h, got 2h",
+        ),
+    ];
+    for (provider, fallback, expected) in cases {
+        let errs = errors_of(&with_provider(provider, fallback));
+        assert!(
+            errs.iter().any(|e| e == expected),
+            "expected `{expected}`, got {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn hibernation_and_deactivation_ranges() {
+    assert_error(
+        "hibernation = { wake_after_requests = 0 }",
+        "deployments.llama.hibernation.wake_after_requests: must be between 1 and 1000000, got 0",
+    );
+    assert_error(
+        "hibernation = { below_rps = -1.0 }",
+        "deployments.llama.hibernation.below_rps: must be between 0 and 1000000 requests per second, got -1",
+    );
+    assert_error(
+        "deactivate_after = \"10s\"",
+        "deployments.llama.deactivate_after: must be 0s (never) or between 1m and 3650days, got 10s",
+    );
+    assert_eq!(
+        errors_of(&base("deactivate_after = \"0s\"")),
+        Vec::<String>::new()
+    );
+}

@@ -1,5 +1,19 @@
-//! SaaS fallback for infergate: external OpenAI-compatible providers that answer while a
-//! deployment's own replicas sleep, start or fail (SPEC §6).
+//! Fallback to external OpenAI-compatible providers (SPEC §6): the providers and their TLS client,
+//! rewriting a request for a provider, circuit breaking a failing provider, and the gradual move
+//! of traffic back to our replicas once they are ready.
 //!
-//! Empty until the hibernation-and-fallback work lands; the crate exists now so the data plane's
-//! dependency on it is in place and the workspace layout matches the architecture.
+//! Nothing here decides *when* to fall back; the data plane does, from the deployment's state.
+
+pub mod breaker;
+pub mod provider;
+pub mod ramp;
+pub mod rewrite;
+pub mod secret;
+
+pub use breaker::CircuitBreaker;
+pub use provider::{Provider, ProviderError, Providers};
+pub use ramp::RampBack;
+pub use secret::ApiKey;
+
+/// Request header that marks a request forwarded by an infergate; one arriving with it is a loop.
+pub const FORWARDED_MARKER: &str = "x-infergate-forwarded";

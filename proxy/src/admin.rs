@@ -5,7 +5,7 @@ use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -50,6 +50,9 @@ pub fn deployment_state(d: &crate::routing::DeploymentEntry) -> Value {
         "in_flight": pool.in_flight(),
         "waiting": pool.waiting(),
         "requests_total": pool.requests_total(),
+        "maintenance": controller.maintenance(),
+        "fallback_requests_in_flight": pool.external(),
+        "fallback_engaged": d.fallback.as_ref().is_some_and(|f| f.ramp.is_engaged()),
         "desired_replicas": stats.desired.load(Ordering::Acquire),
         "peak_desired_replicas": stats.peak_desired.load(Ordering::Acquire),
         "decision": decision,
@@ -101,17 +104,39 @@ fn route(
                 .collect();
             json_response(StatusCode::OK, json!({"deployments": list}))
         }
-        _ => match path
-            .strip_prefix("/admin/v1/deployments/")
-            .and_then(|n| table.by_model(n))
-        {
-            Some(d) => json_response(StatusCode::OK, deployment_state(d)),
-            None => json_response(
-                StatusCode::NOT_FOUND,
-                json!({"error": {"message": format!("no such admin resource: {path}"), "type": "invalid_request_error", "param": null, "code": "not_found"}}),
-            ),
-        },
+        _ => {
+            let rest = path
+                .strip_prefix("/admin/v1/deployments/")
+                .unwrap_or_default();
+            // Names may hold '/', so actions are recognised as suffixes.
+            let (name, action) = ["maintenance/on", "maintenance/off"]
+                .iter()
+                .find_map(|a| {
+                    rest.strip_suffix(a)
+                        .and_then(|n| n.strip_suffix('/'))
+                        .map(|n| (n, Some(*a)))
+                })
+                .unwrap_or((rest, None));
+            let Some(d) = table.by_model(name).filter(|_| !name.is_empty()) else {
+                return not_found(path);
+            };
+            match (req.method(), action) {
+                (&Method::GET, None) => json_response(StatusCode::OK, deployment_state(d)),
+                (&Method::POST, Some(switch @ ("maintenance/on" | "maintenance/off"))) => {
+                    d.controller.set_maintenance(switch == "maintenance/on");
+                    json_response(StatusCode::OK, deployment_state(d))
+                }
+                _ => not_found(path),
+            }
+        }
     }
+}
+
+fn not_found(path: &str) -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::NOT_FOUND,
+        json!({"error": {"message": format!("no such admin resource: {path}"), "type": "invalid_request_error", "param": null, "code": "not_found"}}),
+    )
 }
 
 /// Serves the admin API on an already bound listener until `stop` turns true.

@@ -8,12 +8,15 @@
 //! keeping pingora's listeners, TLS, HTTP/1.1 + HTTP/2 codecs and upstream connection pool.
 
 use crate::errors::ProxyError;
+use crate::fallback_route::{overload_wait, FallbackResult};
 use crate::request_body::{is_json, model_of, read_bounded};
 use crate::routing::{DeploymentEntry, RouteTable};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
+use infergate_config::FallbackWhen;
+use infergate_fallback::FORWARDED_MARKER;
 use infergate_scaler::{AcquireError, Acquired, Replica};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::connectors::http::Connector;
@@ -57,6 +60,18 @@ pub struct ProxyApp {
     connector: Connector,
     server_options: HttpServerOptions,
     next_request_id: AtomicU64,
+}
+
+/// What `forward` sends to the replica and how it treats the answer.
+struct Forwarding {
+    /// The request body, read whole.
+    body: Bytes,
+    /// Length of the route's path prefix to strip.
+    strip_prefix: usize,
+    /// Our request id (sent as `x-request-id` if the client sent none).
+    request_id: u64,
+    /// Keep a 5xx from the replica from the client (the fallback answers instead).
+    hold_server_errors: bool,
 }
 
 /// How a request ended, for the access log.
@@ -213,33 +228,80 @@ impl ProxyApp {
         };
         drop(table);
         tracing::Span::current().record("deployment", deployment.name.as_str());
+        if session.req_header().headers.contains_key(FORWARDED_MARKER) {
+            return Err(ProxyError::LoopDetected);
+        }
 
-        let acquired = self.acquire(session, &deployment).await?;
+        let fallback = deployment.fallback.as_ref();
+        let model = model.as_deref();
+        if let Some(fb) = fallback {
+            let controller = &deployment.controller;
+            let reason =
+                fb.reason_before_queue(controller.maintenance(), controller.pool().has_ready());
+            if let Some(reason) = reason {
+                if let Some(outcome) =
+                    answered(fb.serve(session, &deployment, &body, model, reason).await)
+                {
+                    return Ok(outcome);
+                }
+                tracing::warn!(deployment = %deployment.name, reason, "no fallback provider available; waiting for a replica");
+            }
+        }
+
+        let max_wait = deployment.config.queue.max_wait.get();
+        let acquired = match overload_wait(fallback, max_wait) {
+            Some(wait) => match self.acquire(session, &deployment, wait).await {
+                Err(ProxyError::QueueTimeout { .. }) => {
+                    if let Some(fb) = fallback {
+                        let served = fb
+                            .serve(session, &deployment, &body, model, "overloaded")
+                            .await;
+                        if let Some(outcome) = answered(served) {
+                            return Ok(outcome);
+                        }
+                    }
+                    self.acquire(session, &deployment, max_wait.saturating_sub(wait))
+                        .await?
+                }
+                other => other?,
+            },
+            None => self.acquire(session, &deployment, max_wait).await?,
+        };
         let Some(acquired) = acquired else {
             tracing::info!(deployment = %deployment.name, "client left while waiting in the queue");
             return Ok(Outcome::client_gone("queue".into(), 499, None));
         };
-        self.forward(
-            session,
-            &deployment,
-            acquired,
-            body,
+        let on_replica_error = fallback.filter(|f| f.uses(FallbackWhen::ReplicaError));
+        let plan = Forwarding {
+            body: body.clone(),
             strip_prefix,
             request_id,
-        )
-        .await
+            hold_server_errors: on_replica_error.is_some(),
+        };
+        let forwarded = self.forward(session, &deployment, acquired, plan).await;
+        match (forwarded, on_replica_error) {
+            (Err(e), Some(fb)) if e.is_replica_error() => {
+                tracing::warn!(deployment = %deployment.name, error = %e, "replica failed before answering; trying the fallback");
+                let served = fb
+                    .serve(session, &deployment, &body, model, "replica_error")
+                    .await;
+                answered(served).ok_or(e)
+            }
+            (result, _) => result,
+        }
     }
 
-    /// Waits for a slot; `Ok(None)` when the client went away while waiting.
+    /// Waits up to `max_wait` for a slot; `Ok(None)` when the client went away while waiting.
     async fn acquire(
         &self,
         session: &mut ServerSession,
         deployment: &DeploymentEntry,
+        max_wait: Duration,
     ) -> Result<Option<Acquired>, ProxyError> {
         let config = &deployment.config;
         let pool = deployment.controller.pool();
         let result = tokio::select! {
-            r = pool.acquire(config.queue.max_wait.get(), config.queue.max_waiting.into()) => r,
+            r = pool.acquire(max_wait, config.queue.max_waiting.into()) => r,
             _ = session.read_body_or_idle(true) => return Ok(None),
         };
         result.map(Some).map_err(|e| match e {
@@ -260,10 +322,14 @@ impl ProxyApp {
         session: &mut ServerSession,
         deployment: &DeploymentEntry,
         acquired: Acquired,
-        body: Bytes,
-        strip_prefix: usize,
-        request_id: u64,
+        plan: Forwarding,
     ) -> Result<Outcome, ProxyError> {
+        let Forwarding {
+            body,
+            strip_prefix,
+            request_id,
+            hold_server_errors,
+        } = plan;
         let config = &deployment.config;
         let pool = deployment.controller.pool();
         let queued = acquired.queued;
@@ -340,6 +406,13 @@ impl ProxyApp {
             });
         };
         let status = upstream_header.status.as_u16();
+        if hold_server_errors && status >= 500 {
+            // Nothing reached the client yet: the fallback answers instead.
+            return Err(ProxyError::ReplicaStatus {
+                deployment: deployment.name.clone(),
+                status,
+            });
+        }
         let mut response = upstream_header.clone();
         for name in ["connection", "keep-alive", "proxy-connection"] {
             response.remove_header(name);
@@ -399,6 +472,23 @@ impl ProxyApp {
             queued,
             reusable: finished,
         })
+    }
+}
+
+/// The outcome of a request a provider answered; `None` when no provider could.
+fn answered(result: FallbackResult) -> Option<Outcome> {
+    match result {
+        FallbackResult::Answered {
+            status,
+            route,
+            reusable,
+        } => Some(Outcome {
+            status,
+            route,
+            queued: None,
+            reusable,
+        }),
+        FallbackResult::Unavailable => None,
     }
 }
 

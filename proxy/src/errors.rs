@@ -68,6 +68,18 @@ pub enum ProxyError {
         "The replica of deployment `{0}` did not respond in time (upstream.response_timeout)."
     )]
     UpstreamTimeout(String),
+    /// The replica answered with a server error before any byte reached the client (kept back so
+    /// the fallback can answer instead).
+    #[error("The replica of deployment `{deployment}` answered HTTP {status}.")]
+    ReplicaStatus {
+        /// Deployment name.
+        deployment: String,
+        /// The replica's status.
+        status: u16,
+    },
+    /// The request was already forwarded by an infergate and came back: a routing loop.
+    #[error("Loop detected: this request was already forwarded by infergate (header x-infergate-forwarded). Check that no fallback provider points back at this proxy.")]
+    LoopDetected,
 }
 
 impl ProxyError {
@@ -79,8 +91,20 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => 413,
             ProxyError::QueueFull { .. } | ProxyError::ShuttingDown => 503,
             ProxyError::QueueTimeout { .. } | ProxyError::UpstreamTimeout(_) => 504,
-            ProxyError::UpstreamConnect(_) | ProxyError::UpstreamFailed { .. } => 502,
+            ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::ReplicaStatus { .. } => 502,
+            ProxyError::LoopDetected => 508,
         }
+    }
+
+    /// Whether the replica failed before any byte reached the client (the `replica_error`
+    /// fallback may answer instead).
+    pub fn is_replica_error(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::UpstreamConnect(_) | ProxyError::ReplicaStatus { .. }
+        )
     }
 
     /// OpenAI error `type`.
@@ -106,6 +130,8 @@ impl ProxyError {
             ProxyError::UpstreamConnect(_) => "upstream_unreachable",
             ProxyError::UpstreamFailed { .. } => "upstream_error",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+            ProxyError::ReplicaStatus { .. } => "upstream_error",
+            ProxyError::LoopDetected => "loop_detected",
         }
     }
 

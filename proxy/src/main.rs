@@ -4,6 +4,7 @@
 mod admin;
 mod app;
 mod errors;
+mod fallback_route;
 mod request_body;
 mod routing;
 mod serve;

@@ -2,7 +2,9 @@
 //! `x-infergate-deployment` header, else by host or path prefix. The table is immutable and swapped
 //! whole (`ArcSwap`) on reload, so lookups take no lock.
 
+use crate::fallback_route::DeploymentFallback;
 use infergate_config::{Config, DeploymentConfig};
+use infergate_fallback::Providers;
 use infergate_scaler::Controller;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ pub struct DeploymentEntry {
     pub config: Arc<DeploymentConfig>,
     /// The controller, whose pool hands out replica slots.
     pub controller: Arc<Controller>,
+    /// External providers that answer while replicas cannot, if configured.
+    pub fallback: Option<DeploymentFallback>,
 }
 
 /// The routing table.
@@ -37,7 +41,11 @@ pub struct Route<'a> {
 
 impl RouteTable {
     /// Builds the table from the config and the running controllers (same order as config).
-    pub fn new(config: &Config, controllers: &HashMap<String, Arc<Controller>>) -> Self {
+    pub fn new(
+        config: &Config,
+        controllers: &HashMap<String, Arc<Controller>>,
+        providers: &Arc<Providers>,
+    ) -> Self {
         let mut table = RouteTable::default();
         for (name, d) in &config.deployments {
             let Some(controller) = controllers.get(name) else {
@@ -48,6 +56,10 @@ impl RouteTable {
                 name: name.clone(),
                 config: Arc::new(d.clone()),
                 controller: controller.clone(),
+                fallback: d
+                    .fallback
+                    .as_ref()
+                    .map(|f| DeploymentFallback::new(f, providers)),
             }));
             for model in d.names(name) {
                 table.by_model.insert(model.to_string(), index);

@@ -6,6 +6,8 @@ use crate::app::{DataPlaneSettings, ProxyApp};
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
 use infergate_config::Config;
+use infergate_config::{reaches_listener, ProviderUrl};
+use infergate_fallback::Providers;
 use infergate_scaler::{Controller, ControllerHandle};
 use pingora::listeners::Listeners;
 use pingora::server::Fds;
@@ -40,6 +42,9 @@ pub enum ServeError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(String),
+    /// A fallback provider cannot be used (key, CA file) or points back at this proxy.
+    #[error("{0}")]
+    Provider(String),
 }
 
 /// Runs the proxy until SIGINT/SIGTERM, then shuts down gracefully.
@@ -55,6 +60,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
     let mut fds = Fds::new();
     let mut listeners = Listeners::new();
     let mut urls = Vec::new();
+    let mut bound = Vec::new();
     for listener in &config.server.listeners {
         let std_listener =
             std::net::TcpListener::bind(&listener.address).map_err(|e| ServeError::Bind {
@@ -72,6 +78,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
                 address: listener.address.clone(),
                 reason: e.to_string(),
             })?;
+        bound.push(local);
         let key = local.to_string();
         fds.add(key.clone(), std_listener.into_raw_fd());
         match &listener.tls {
@@ -93,6 +100,23 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
         }
     }
 
+    // Listeners on port 0 got their port only now: refuse providers that reach one of them.
+    for (name, provider) in &config.providers {
+        if let Some(url) = ProviderUrl::parse(&provider.base_url) {
+            if let Some(own) = url
+                .resolve()
+                .into_iter()
+                .find(|a| bound.iter().any(|l| reaches_listener(*a, *l)))
+            {
+                return Err(ServeError::Provider(format!(
+                    "providers.{name}.base_url: resolves to {own}, one of this proxy's own listeners: only external providers are allowed (a loop)"
+                )));
+            }
+        }
+    }
+    let providers =
+        Arc::new(Providers::from_config(&config).map_err(|e| ServeError::Provider(e.to_string()))?);
+
     let mut handles: Vec<ControllerHandle> = Vec::new();
     let mut controllers = HashMap::new();
     for (name, deployment) in &config.deployments {
@@ -103,6 +127,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
     let router = Arc::new(ArcSwap::from_pointee(RouteTable::new(
         &config,
         &controllers,
+        &providers,
     )));
     let settings = Arc::new(ArcSwap::from_pointee(DataPlaneSettings {
         max_body_size: config.server.max_body_size,

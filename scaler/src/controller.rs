@@ -90,6 +90,8 @@ pub struct Controller {
     /// Last scrape of each ready replica by id.
     scraped: Mutex<HashMap<String, Scraped>>,
     epoch: Instant,
+    /// Maintenance switched on by hand: the fallback answers (when configured for it).
+    maintenance: std::sync::atomic::AtomicBool,
     /// What the controller did.
     pub stats: ControllerStats,
     stopping: watch::Sender<bool>,
@@ -134,6 +136,7 @@ impl Controller {
             }),
             scraped: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            maintenance: std::sync::atomic::AtomicBool::new(false),
             stats: ControllerStats::default(),
             stopping,
         });
@@ -161,6 +164,19 @@ impl Controller {
     /// The settings in force.
     pub fn config(&self) -> Arc<DeploymentConfig> {
         self.config.load_full()
+    }
+
+    /// Switches maintenance on or off (operators, before touching a model server by hand).
+    pub fn set_maintenance(&self, on: bool) {
+        let was = self.maintenance.swap(on, Ordering::AcqRel);
+        if was != on {
+            tracing::info!(deployment = %self.name, maintenance = on, "maintenance switched");
+        }
+    }
+
+    /// Whether maintenance is on.
+    pub fn maintenance(&self) -> bool {
+        self.maintenance.load(Ordering::Acquire)
     }
 
     /// The last scaling decision, if one was taken.
@@ -318,6 +334,7 @@ impl Controller {
         LoadInputs {
             in_flight: self.pool.in_flight(),
             waiting: self.pool.waiting(),
+            external: self.pool.external(),
             ready_replicas: replicas
                 .iter()
                 .filter(|r| r.state() == ReplicaState::Ready)

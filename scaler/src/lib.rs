@@ -15,5 +15,5 @@ pub mod scale_down;
 pub mod scrape;
 
 pub use controller::{Controller, ControllerHandle};
-pub use pool::{AcquireError, Acquired, ReplicaPool, Slot};
+pub use pool::{AcquireError, Acquired, ExternalDemand, ReplicaPool, Slot};
 pub use replica::{Replica, ReplicaState};

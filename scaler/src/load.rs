@@ -70,6 +70,8 @@ pub struct LoadInputs {
     pub in_flight: u64,
     /// Requests held in our queue (pool counter).
     pub waiting: u64,
+    /// Requests answered by the fallback for lack of a replica: they wait for capacity too.
+    pub external: u64,
     /// One entry per ready replica: what its metrics endpoint last said.
     pub ready_replicas: Vec<Scraped>,
 }
@@ -92,11 +94,13 @@ pub fn measure(metric: Metric, per_replica: f64, inputs: &LoadInputs) -> f64 {
             .sum()
     };
     match metric {
-        Metric::Concurrency => (inputs.in_flight + inputs.waiting) as f64,
-        Metric::QueueDepth => inputs.waiting as f64 + scraped(|m| m.num_requests_waiting),
+        Metric::Concurrency => (inputs.in_flight + inputs.waiting + inputs.external) as f64,
+        Metric::QueueDepth => {
+            (inputs.waiting + inputs.external) as f64 + scraped(|m| m.num_requests_waiting)
+        }
         Metric::KvCacheUsage => {
             let usage = scraped(|m| m.kv_cache_usage.map(|u| u.clamp(0.0, 1.0)));
-            if inputs.ready_replicas.is_empty() && inputs.waiting > 0 {
+            if inputs.ready_replicas.is_empty() && inputs.waiting + inputs.external > 0 {
                 // No replica to read a KV cache from, yet requests wait: ask for one.
                 usage.max(per_replica)
             } else {
@@ -140,6 +144,7 @@ mod tests {
         LoadInputs {
             in_flight,
             waiting,
+            external: 0,
             ready_replicas: ready,
         }
     }
@@ -155,6 +160,17 @@ mod tests {
     fn concurrency_is_in_flight_plus_waiting() {
         let i = inputs(3, 4, vec![scraped(9.0, 0.9)]);
         assert_eq!(measure(Metric::Concurrency, 0.7, &i), 7.0);
+    }
+
+    #[test]
+    fn requests_answered_by_the_fallback_count_as_waiting_demand() {
+        let i = LoadInputs {
+            external: 2,
+            ..inputs(3, 4, vec![])
+        };
+        assert_eq!(measure(Metric::Concurrency, 0.7, &i), 9.0);
+        assert_eq!(measure(Metric::QueueDepth, 0.7, &i), 6.0);
+        assert_eq!(measure(Metric::KvCacheUsage, 0.8, &i), 0.8);
     }
 
     #[test]

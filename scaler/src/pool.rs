@@ -63,6 +63,19 @@ pub struct ReplicaPool {
     queue_tx: mpsc::UnboundedSender<Waiter>,
     queue_rx: Mutex<Option<mpsc::UnboundedReceiver<Waiter>>>,
     requests_total: AtomicU64,
+    /// Requests answered elsewhere (the fallback) for lack of a replica: demand all the same.
+    external: AtomicU64,
+}
+
+/// A request of this deployment being answered by the fallback; counts as load until dropped.
+pub struct ExternalDemand {
+    pool: Arc<ReplicaPool>,
+}
+
+impl Drop for ExternalDemand {
+    fn drop(&mut self) {
+        self.pool.external.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One in-flight request on one replica. Dropping it returns the slot: every increment is matched by
@@ -114,6 +127,7 @@ impl ReplicaPool {
             queue_tx,
             queue_rx: Mutex::new(Some(queue_rx)),
             requests_total: AtomicU64::new(0),
+            external: AtomicU64::new(0),
         })
     }
 
@@ -146,6 +160,27 @@ impl ReplicaPool {
     /// Snapshot of the replicas (any state).
     pub fn replicas(&self) -> Arc<Vec<Arc<Replica>>> {
         self.replicas.load_full()
+    }
+
+    /// Whether any replica is ready (a lock-free scan of the replica list).
+    pub fn has_ready(&self) -> bool {
+        self.replicas
+            .load()
+            .iter()
+            .any(|r| r.state() == ReplicaState::Ready)
+    }
+
+    /// Requests of this deployment being answered by the fallback right now.
+    pub fn external(&self) -> u64 {
+        self.external.load(Ordering::Acquire)
+    }
+
+    /// Records a request answered by the fallback as demand (the autoscaler counts it and is
+    /// woken at once) until the returned guard is dropped.
+    pub fn external_demand(self: &Arc<Self>) -> ExternalDemand {
+        self.external.fetch_add(1, Ordering::AcqRel);
+        self.signal_demand(Instant::now());
+        ExternalDemand { pool: self.clone() }
     }
 
     /// Wakes the controller because a request found no free replica at `at`.

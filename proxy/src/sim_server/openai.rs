@@ -37,7 +37,7 @@ const WORDS: [&str; 8] = [
 /// The `i`-th generated token: the words over and over, a space before each new sentence.
 fn token(i: u64) -> &'static str {
     let n = WORDS.len() as u64;
-    if i >= n && i % n == 0 {
+    if i >= n && i.is_multiple_of(n) {
         " Hello"
     } else {
         WORDS[(i % n) as usize]

@@ -1,0 +1,254 @@
+//! The data plane's side of the fallback (SPEC §6): whether a request of a deployment goes to an
+//! external provider, trying providers by priority past open circuits, and streaming the chosen
+//! provider's answer back unchanged (SSE included) with `x-infergate-route: fallback/<name>`.
+
+use crate::routing::DeploymentEntry;
+use bytes::Bytes;
+use http::header;
+use http_body_util::BodyExt;
+use infergate_config::{FallbackConfig, FallbackWhen};
+use infergate_fallback::{Provider, Providers, RampBack};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest provider error body relayed (it is buffered to strip the provider key from it).
+const MAX_ERROR_BODY: usize = 1 << 20;
+
+/// Response headers of a provider that describe its hop only.
+const HOP_BY_HOP: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A deployment's fallback: its settings, its providers by priority and its ramp-back state.
+pub struct DeploymentFallback {
+    /// When and how.
+    pub config: FallbackConfig,
+    /// Providers, lowest priority number first.
+    pub providers: Vec<Arc<Provider>>,
+    /// The registry (the clock of the circuits).
+    pub registry: Arc<Providers>,
+    /// Gradual move back to our replicas.
+    pub ramp: RampBack,
+}
+
+/// What happened when the fallback was tried.
+pub enum FallbackResult {
+    /// A provider answered (fully or until the client left); the status sent and the route.
+    Answered {
+        /// Status sent to the client.
+        status: u16,
+        /// `fallback/<provider>`.
+        route: String,
+        /// Whether the client connection can carry another request.
+        reusable: bool,
+    },
+    /// Every provider failed or is cooling down; nothing was sent to the client.
+    Unavailable,
+}
+
+impl DeploymentFallback {
+    /// Builds a deployment's fallback from its settings and the provider registry.
+    pub fn new(config: &FallbackConfig, registry: &Arc<Providers>) -> Self {
+        DeploymentFallback {
+            config: config.clone(),
+            providers: registry.ordered(&config.providers),
+            registry: registry.clone(),
+            ramp: RampBack::default(),
+        }
+    }
+
+    /// Whether the deployment falls back in this situation.
+    pub fn uses(&self, when: FallbackWhen) -> bool {
+        self.config.when.contains(&when)
+    }
+
+    /// Why a request should go to a provider before it would queue for a replica, if it should:
+    /// maintenance, no ready replica (cold start), or its share of traffic during the ramp back.
+    pub fn reason_before_queue(&self, maintenance: bool, has_ready: bool) -> Option<&'static str> {
+        if maintenance && self.uses(FallbackWhen::Maintenance) {
+            return Some("maintenance");
+        }
+        if !has_ready {
+            if self.uses(FallbackWhen::ColdStart) {
+                self.ramp.engage();
+                return Some("cold_start");
+            }
+            return None;
+        }
+        if self.ramp.is_engaged()
+            && !self
+                .ramp
+                .to_replicas(self.registry.now(), self.config.ramp_back.get())
+        {
+            return Some("ramp_back");
+        }
+        None
+    }
+
+    /// Sends the request to the first provider that answers; streams its answer to the client.
+    pub async fn serve(
+        &self,
+        session: &mut ServerSession,
+        deployment: &DeploymentEntry,
+        body: &Bytes,
+        model: Option<&str>,
+        reason: &'static str,
+    ) -> FallbackResult {
+        let _demand = deployment.controller.pool().external_demand();
+        let head = session.req_header();
+        let method = head.method.clone();
+        let path = head
+            .uri
+            .path_and_query()
+            .map_or_else(|| head.uri.path().to_string(), |p| p.as_str().to_string());
+        let headers = head.headers.clone();
+        for provider in &self.providers {
+            let now = self.registry.now();
+            if !provider.breaker().allows(now) {
+                tracing::debug!(provider = %provider.name, "provider cooling down; skipped");
+                continue;
+            }
+            let mapped = provider.model_for(&deployment.name, model);
+            let request = match provider.request(&method, &path, &headers, body, mapped.as_deref())
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(provider = %provider.name, error = %e, "cannot build provider request");
+                    continue;
+                }
+            };
+            let response = match provider.send(request).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.failed(provider, &e.to_string());
+                    continue;
+                }
+            };
+            let status = response.status().as_u16();
+            if status >= 500 || status == 429 {
+                self.failed(provider, &format!("answered HTTP {status}"));
+                continue;
+            }
+            provider.breaker().record_success();
+            tracing::info!(deployment = %deployment.name, provider = %provider.name, reason, status, model = mapped.as_deref(), "answered by fallback provider");
+            let route = format!("fallback/{}", provider.name);
+            let reusable = relay(session, provider, response, &route, reason).await;
+            return FallbackResult::Answered {
+                status,
+                route,
+                reusable,
+            };
+        }
+        FallbackResult::Unavailable
+    }
+
+    fn failed(&self, provider: &Provider, reason: &str) {
+        let opened = provider.breaker().record_failure(self.registry.now());
+        if opened {
+            tracing::warn!(provider = %provider.name, error = reason, cool_down_ms = provider.breaker_cool_down().as_millis() as u64, "provider keeps failing; cooling it down, trying the next one");
+        } else {
+            tracing::warn!(provider = %provider.name, error = reason, "provider failed; trying the next one");
+        }
+    }
+}
+
+/// Writes the provider's response to the client: the status and headers as they came (plus our
+/// route headers), the body streamed chunk by chunk; error bodies are buffered and cleaned of the
+/// provider key. Returns whether the client connection can be reused.
+async fn relay(
+    session: &mut ServerSession,
+    provider: &Provider,
+    response: http::Response<hyper::body::Incoming>,
+    route: &str,
+    reason: &str,
+) -> bool {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status.as_u16();
+    let Ok(mut header) = ResponseHeader::build(status, Some(parts.headers.len() + 2)) else {
+        return false;
+    };
+    for (name, value) in &parts.headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            let _ = header.append_header(name.clone(), value.clone());
+        }
+    }
+    let _ = header.insert_header("x-infergate-route", route);
+    let _ = header.insert_header("x-infergate-fallback-reason", reason);
+    let idle = provider.timeout;
+
+    if !(200..300).contains(&status) {
+        let mut buffered = Vec::new();
+        while buffered.len() < MAX_ERROR_BODY {
+            match tokio::time::timeout(idle, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        buffered.extend_from_slice(&data);
+                    }
+                }
+                _ => break,
+            }
+        }
+        let clean = Bytes::from(provider.redact(&buffered));
+        let _ = header.remove_header(&header::CONTENT_LENGTH);
+        let _ = header.insert_header(header::CONTENT_LENGTH, clean.len().to_string());
+        return session
+            .write_response_header(Box::new(header))
+            .await
+            .is_ok()
+            && session.write_response_body(clean, true).await.is_ok()
+            && session.finish_body().await.is_ok();
+    }
+
+    if session
+        .write_response_header(Box::new(header))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    loop {
+        tokio::select! {
+            biased;
+            frame = tokio::time::timeout(idle, body.frame()) => match frame {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        if session.write_response_body(data, false).await.is_err() {
+                            tracing::info!(provider = %provider.name, "client disconnected mid-response; cancelling the provider request");
+                            return false;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(provider = %provider.name, error = %e, "provider failed mid-response; aborting the response");
+                    return false;
+                }
+                Err(_) => {
+                    tracing::warn!(provider = %provider.name, idle_ms = idle.as_millis() as u64, "provider silent too long mid-response; aborting");
+                    return false;
+                }
+            },
+            _ = session.read_body_or_idle(true) => {
+                tracing::info!(provider = %provider.name, "client disconnected mid-response; cancelling the provider request");
+                return false;
+            }
+        }
+    }
+    session.finish_body().await.is_ok()
+}
+
+/// How long to wait for a replica before the `overloaded` fallback answers, if it applies.
+pub fn overload_wait(
+    fallback: Option<&DeploymentFallback>,
+    max_wait: Duration,
+) -> Option<Duration> {
+    fallback
+        .filter(|f| f.uses(FallbackWhen::Overloaded))
+        .map(|f| f.config.fallback_after.get().min(max_wait))
+}
