@@ -104,7 +104,10 @@ async fn rust_openai_client_chat_stream_completions_embeddings_models() {
 }
 
 /// The venv with the official `openai` package, created once under target/.
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
+    // Several tests may ask at once; one creates the venv.
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONCE.lock().unwrap_or_else(|e| e.into_inner());
     let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pyenv");
     let py = venv.join("bin/python");
     let ready = py.exists()

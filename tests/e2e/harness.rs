@@ -63,12 +63,18 @@ impl Proxy {
 
     /// Starts infergate with a custom `[server]` body.
     pub fn start_with_server(server: &str, deployments: &str) -> Proxy {
+        Self::start_with_env(server, deployments, &[])
+    }
+
+    /// Starts infergate with a custom `[server]` body and extra environment variables.
+    pub fn start_with_env(server: &str, deployments: &str, env: &[(&str, &str)]) -> Proxy {
         let dir = scratch_dir();
         let config = format!("[server]\n{server}\nshutdown_grace = \"20s\"\n[admin]\naddress = \"127.0.0.1:0\"\n{deployments}");
         let path = dir.join("infergate.toml");
         std::fs::write(&path, config).unwrap();
         let stderr_path = dir.join("stderr.log");
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&path)
             .stdout(Stdio::piped())
@@ -292,7 +298,7 @@ impl SimServer {
         BufReader::new(stdout).read_line(&mut line).unwrap();
         let url = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap()
             .to_string();
         SimServer { child, url }

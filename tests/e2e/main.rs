@@ -5,6 +5,7 @@
 mod autoscaling;
 mod clients;
 mod data_plane;
+mod fallback;
 mod harness;
 mod lifecycle;
 mod queueing;

@@ -60,6 +60,12 @@ pub struct SimOptions {
     /// Answer /metrics with 404, like a model server started without its metrics endpoint.
     #[arg(long)]
     pub no_metrics: bool,
+    /// Serve HTTPS with this PEM certificate chain (with `--tls-key`), like a SaaS provider.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<String>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<String>,
 }
 
 /// Response body type used by every handler: full bodies and SSE streams alike.
@@ -98,13 +104,18 @@ pub async fn run(opts: SimOptions) -> std::io::Result<()> {
                 format!("bad address: {e}"),
             )
         })?;
+    let tls = match (&opts.tls_cert, &opts.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     // Whoever started us may stop reading stdout; that must not kill the server.
     let mut out = std::io::stdout();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let _ = writeln!(
         out,
-        "sim-server listening on http://{local} model={} cold_start={:?}",
+        "sim-server listening on {scheme}://{local} model={} cold_start={:?}",
         opts.model, opts.cold_start
     );
     let _ = out.flush();
@@ -119,16 +130,46 @@ pub async fn run(opts: SimOptions) -> std::io::Result<()> {
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(route(state, req).await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+                None => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+            }
         });
     }
+}
+
+/// A rustls acceptor for `--tls-cert` / `--tls-key`.
+fn tls_acceptor(cert: &str, key: &str) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let certs = rustls_pemfile::certs(&mut std::fs::read(cert)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut std::fs::read(key)?.as_slice())?
+        .ok_or_else(|| invalid(format!("{key}: no private key")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<SimBody> {
@@ -161,12 +202,21 @@ async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<SimBody
             "server_error",
             "model_loading",
         ),
-        _ if !state.authorized(&req) => json_error(
-            StatusCode::UNAUTHORIZED,
-            "Incorrect API key provided.",
-            "invalid_request_error",
-            "invalid_api_key",
-        ),
+        _ if !state.authorized(&req) => {
+            // Like OpenAI, the message echoes the key it got: a proxy must not pass that on.
+            let got = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            json_error(
+                StatusCode::UNAUTHORIZED,
+                &format!("Incorrect API key provided: {got}."),
+                "invalid_request_error",
+                "invalid_api_key",
+            )
+        }
         (&Method::GET, "/v1/models") => full(
             StatusCode::OK,
             "application/json",
