@@ -50,6 +50,7 @@ pub fn deployment_state(d: &crate::routing::DeploymentEntry) -> Value {
         "in_flight": pool.in_flight(),
         "waiting": pool.waiting(),
         "requests_total": pool.requests_total(),
+        "serving": controller.serving().name(),
         "maintenance": controller.maintenance(),
         "fallback_requests_in_flight": pool.external(),
         "fallback_engaged": d.fallback.as_ref().is_some_and(|f| f.ramp.is_engaged()),
@@ -109,7 +110,7 @@ fn route(
                 .strip_prefix("/admin/v1/deployments/")
                 .unwrap_or_default();
             // Names may hold '/', so actions are recognised as suffixes.
-            let (name, action) = ["maintenance/on", "maintenance/off"]
+            let (name, action) = ACTIONS
                 .iter()
                 .find_map(|a| {
                     rest.strip_suffix(a)
@@ -122,15 +123,39 @@ fn route(
             };
             match (req.method(), action) {
                 (&Method::GET, None) => json_response(StatusCode::OK, deployment_state(d)),
-                (&Method::POST, Some(switch @ ("maintenance/on" | "maintenance/off"))) => {
-                    d.controller.set_maintenance(switch == "maintenance/on");
-                    json_response(StatusCode::OK, deployment_state(d))
+                (&Method::POST, Some(action)) => {
+                    let c = &d.controller;
+                    let done = match action {
+                        "maintenance/on" | "maintenance/off" => {
+                            c.set_maintenance(action == "maintenance/on");
+                            Ok(())
+                        }
+                        "hibernate" => c.hibernate(),
+                        "resume" => c.resume(),
+                        _ => c.activate(),
+                    };
+                    match done {
+                        Ok(()) => json_response(StatusCode::OK, deployment_state(d)),
+                        Err(message) => json_response(
+                            StatusCode::CONFLICT,
+                            json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "invalid_state"}}),
+                        ),
+                    }
                 }
                 _ => not_found(path),
             }
         }
     }
 }
+
+/// Actions on one deployment: `POST /admin/v1/deployments/NAME/<action>`.
+const ACTIONS: [&str; 5] = [
+    "maintenance/on",
+    "maintenance/off",
+    "hibernate",
+    "resume",
+    "activate",
+];
 
 fn not_found(path: &str) -> Response<Full<Bytes>> {
     json_response(

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{header, Method, StatusCode};
 use infergate_config::FallbackWhen;
 use infergate_fallback::FORWARDED_MARKER;
-use infergate_scaler::{AcquireError, Acquired, Replica};
+use infergate_scaler::{AcquireError, Acquired, Replica, Serving};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -232,12 +232,20 @@ impl ProxyApp {
             return Err(ProxyError::LoopDetected);
         }
 
+        let controller = &deployment.controller;
+        controller.note_request();
+        let serving = controller.serving();
+        if serving == Serving::Deactivated {
+            return Err(ProxyError::Deactivated(deployment.name.clone()));
+        }
         let fallback = deployment.fallback.as_ref();
         let model = model.as_deref();
         if let Some(fb) = fallback {
-            let controller = &deployment.controller;
-            let reason =
-                fb.reason_before_queue(controller.maintenance(), controller.pool().has_ready());
+            let reason = fb.reason_before_queue(
+                serving,
+                controller.maintenance(),
+                controller.pool().has_ready(),
+            );
             if let Some(reason) = reason {
                 if let Some(outcome) =
                     answered(fb.serve(session, &deployment, &body, model, reason).await)

@@ -77,6 +77,9 @@ pub enum ProxyError {
         /// The replica's status.
         status: u16,
     },
+    /// The deployment was deactivated after a long time without traffic.
+    #[error("Deployment `{0}` is deactivated after a long time without traffic (deactivate_after). Activate it with `infergate activate {0}` or `POST /admin/v1/deployments/{0}/activate` on the admin listener; requests are refused until then.")]
+    Deactivated(String),
     /// The request was already forwarded by an infergate and came back: a routing loop.
     #[error("Loop detected: this request was already forwarded by infergate (header x-infergate-forwarded). Check that no fallback provider points back at this proxy.")]
     LoopDetected,
@@ -89,7 +92,9 @@ impl ProxyError {
             ProxyError::ModelNotFound(_) | ProxyError::NoRoute { .. } => 404,
             ProxyError::ModelRequired | ProxyError::BadJson(_) | ProxyError::BadBody(_) => 400,
             ProxyError::BodyTooLarge { .. } => 413,
-            ProxyError::QueueFull { .. } | ProxyError::ShuttingDown => 503,
+            ProxyError::QueueFull { .. }
+            | ProxyError::ShuttingDown
+            | ProxyError::Deactivated(_) => 503,
             ProxyError::QueueTimeout { .. } | ProxyError::UpstreamTimeout(_) => 504,
             ProxyError::UpstreamConnect(_)
             | ProxyError::UpstreamFailed { .. }
@@ -132,6 +137,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::ReplicaStatus { .. } => "upstream_error",
             ProxyError::LoopDetected => "loop_detected",
+            ProxyError::Deactivated(_) => "deployment_deactivated",
         }
     }
 

@@ -8,6 +8,7 @@ use http::header;
 use http_body_util::BodyExt;
 use infergate_config::{FallbackConfig, FallbackWhen};
 use infergate_fallback::{Provider, Providers, RampBack};
+use infergate_scaler::Serving;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
@@ -69,10 +70,28 @@ impl DeploymentFallback {
     }
 
     /// Why a request should go to a provider before it would queue for a replica, if it should:
-    /// maintenance, no ready replica (cold start), or its share of traffic during the ramp back.
-    pub fn reason_before_queue(&self, maintenance: bool, has_ready: bool) -> Option<&'static str> {
+    /// maintenance, hibernation, waking, no ready replica (cold start), or its share of traffic
+    /// during the ramp back.
+    pub fn reason_before_queue(
+        &self,
+        serving: Serving,
+        maintenance: bool,
+        has_ready: bool,
+    ) -> Option<&'static str> {
         if maintenance && self.uses(FallbackWhen::Maintenance) {
             return Some("maintenance");
+        }
+        let asleep = match serving {
+            Serving::Hibernated => Some((FallbackWhen::Hibernated, "hibernated")),
+            Serving::Waking if !has_ready => Some((FallbackWhen::Waking, "waking")),
+            _ => None,
+        };
+        if let Some((when, reason)) = asleep {
+            if self.uses(when) {
+                self.ramp.engage();
+                return Some(reason);
+            }
+            return None;
         }
         if !has_ready {
             if self.uses(FallbackWhen::ColdStart) {

@@ -6,6 +6,7 @@
 
 use crate::backend::{self, Backend, ReplicaHandle};
 use crate::health;
+use crate::hibernation::{self, HibernationMemory, HibernationSettings, Serving};
 use crate::load::{self, LoadHistory, LoadInputs, Scraped};
 use crate::policy::{self, PolicyMemory, ReplicaCounts, Settings};
 use crate::pool::ReplicaPool;
@@ -92,6 +93,11 @@ pub struct Controller {
     epoch: Instant,
     /// Maintenance switched on by hand: the fallback answers (when configured for it).
     maintenance: std::sync::atomic::AtomicBool,
+    /// `Serving` as u8: read by the data plane on every request, lock-free.
+    serving: std::sync::atomic::AtomicU8,
+    /// Requests that arrived for this deployment (any state, any route).
+    arrivals: AtomicU64,
+    hibernation: Mutex<HibernationMemory>,
     /// What the controller did.
     pub stats: ControllerStats,
     stopping: watch::Sender<bool>,
@@ -137,6 +143,9 @@ impl Controller {
             scraped: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             maintenance: std::sync::atomic::AtomicBool::new(false),
+            serving: std::sync::atomic::AtomicU8::new(Serving::Active as u8),
+            arrivals: AtomicU64::new(0),
+            hibernation: Mutex::new(HibernationMemory::default()),
             stats: ControllerStats::default(),
             stopping,
         });
@@ -177,6 +186,89 @@ impl Controller {
     /// Whether maintenance is on.
     pub fn maintenance(&self) -> bool {
         self.maintenance.load(Ordering::Acquire)
+    }
+
+    /// How the deployment serves requests now (active, hibernated, waking, deactivated).
+    pub fn serving(&self) -> Serving {
+        Serving::from_u8(self.serving.load(Ordering::Acquire))
+    }
+
+    /// Counts a request for this deployment (whatever answers it); a hibernated deployment's
+    /// controller is woken at once to count towards `wake_after_requests`.
+    pub fn note_request(&self) {
+        self.arrivals.fetch_add(1, Ordering::Relaxed);
+        if self.serving() == Serving::Hibernated {
+            self.pool.demand().notify_one();
+        }
+    }
+
+    /// Hibernates by hand: zero replicas until requests wake it or `resume`.
+    pub fn hibernate(&self) -> Result<(), String> {
+        self.transition_by_hand(&[Serving::Active, Serving::Waking], Serving::Hibernated)
+    }
+
+    /// Wakes a hibernated deployment by hand.
+    pub fn resume(&self) -> Result<(), String> {
+        self.transition_by_hand(&[Serving::Hibernated], Serving::Waking)
+    }
+
+    /// Brings a deactivated deployment back.
+    pub fn activate(&self) -> Result<(), String> {
+        self.transition_by_hand(&[Serving::Deactivated], Serving::Waking)
+    }
+
+    fn transition_by_hand(&self, from: &[Serving], to: Serving) -> Result<(), String> {
+        let now = self.epoch.elapsed();
+        let current = self.serving();
+        if current == to {
+            return Ok(());
+        }
+        if !from.contains(&current) {
+            return Err(format!(
+                "deployment {} is {}; this applies to {}",
+                self.name,
+                current.name(),
+                from.iter()
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ));
+        }
+        if let Ok(mut memory) = self.hibernation.lock() {
+            hibernation::manual(&mut memory, to, self.arrivals.load(Ordering::Acquire), now);
+        }
+        self.enter(to, "by hand");
+        self.pool.demand().notify_one();
+        Ok(())
+    }
+
+    /// Switches the serving state; waking starts like a first deploy (max(1, min) replicas).
+    fn enter(&self, to: Serving, reason: &str) {
+        let from = Serving::from_u8(self.serving.swap(to as u8, Ordering::AcqRel));
+        if from == to {
+            return;
+        }
+        if to == Serving::Waking {
+            let settings = Settings::from_config(&self.config.load());
+            if let Ok(mut state) = self.autoscaling.lock() {
+                state.memory = PolicyMemory::first_deploy(&settings);
+            }
+        }
+        tracing::info!(deployment = %self.name, from = from.name(), to = to.name(), reason, "serving state changed");
+    }
+
+    /// Runs the hibernation state machine; true when the deployment must be held at zero.
+    fn step_hibernation(&self, config: &DeploymentConfig, ready: u32, now: Instant) -> bool {
+        let settings = HibernationSettings::from_config(config);
+        let at = now.saturating_duration_since(self.epoch);
+        let total = self.arrivals.load(Ordering::Acquire);
+        let transition = self.hibernation.lock().ok().and_then(|mut memory| {
+            hibernation::step(&settings, self.serving(), total, ready, &mut memory, at)
+        });
+        if let Some(t) = transition {
+            self.enter(t.to, t.reason);
+        }
+        self.serving().holds_at_zero()
     }
 
     /// The last scaling decision, if one was taken.
@@ -229,6 +321,10 @@ impl Controller {
             &self.load_inputs(&replicas),
         );
         let mut report = self.decide(&settings, counts, load, now);
+        if self.step_hibernation(&config, counts.ready, now) {
+            report.desired = 0;
+            report.reason = self.serving().name();
+        }
         let current = counts.current();
         let previous = self.stats.desired.swap(report.desired, Ordering::AcqRel);
         self.stats
@@ -498,6 +594,8 @@ impl Controller {
             "replica ready"
         );
         self.pool.notify_capacity();
+        // Decide again at once (a waking deployment becomes active now, not on the next tick).
+        self.pool.demand().notify_one();
 
         let status = handle.exited().await;
         if replica.state() == ReplicaState::Ready {

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod controller;
 pub mod health;
+pub mod hibernation;
 pub mod load;
 pub mod policy;
 pub mod pool;
@@ -15,5 +16,6 @@ pub mod scale_down;
 pub mod scrape;
 
 pub use controller::{Controller, ControllerHandle};
+pub use hibernation::Serving;
 pub use pool::{AcquireError, Acquired, ExternalDemand, ReplicaPool, Slot};
 pub use replica::{Replica, ReplicaState};

@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 const KEY: &str = "sk-infergate-test-3f9a7c1e";
 
 /// The simulated server behind HTTPS with a certificate signed by a CA made for the test.
-struct FakeSaas {
+pub struct FakeSaas {
     _sim: SimServer,
     /// `https://localhost:PORT/v1`
     url: String,
     ca_file: PathBuf,
 }
 
-fn fake_saas(sim_args: &str) -> FakeSaas {
+pub fn fake_saas(sim_args: &str) -> FakeSaas {
     let dir = scratch_dir();
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -62,7 +62,7 @@ fn fake_saas(sim_args: &str) -> FakeSaas {
 }
 
 /// A `[providers.NAME]` table for the fake provider.
-fn provider(name: &str, saas: &FakeSaas, extra: &str) -> String {
+pub fn provider(name: &str, saas: &FakeSaas, extra: &str) -> String {
     format!(
         "\n[providers.{name}]\nbase_url = {:?}\napi_key_env = \"SAAS_KEY\"\nca_file = {:?}\nmodels = {{ chat = \"gpt-4o-mini\" }}\n{extra}\n",
         saas.url,
@@ -82,7 +82,7 @@ fn dead_provider(name: &str, extra: &str) -> String {
     )
 }
 
-fn start(deployments: &str) -> Proxy {
+pub fn start(deployments: &str) -> Proxy {
     Proxy::start_with_env(
         "listeners = [{ address = \"127.0.0.1:0\" }]",
         deployments,
@@ -91,7 +91,7 @@ fn start(deployments: &str) -> Proxy {
 }
 
 /// One non-streaming chat request: (status, route header, reason header, body).
-async fn ask(proxy: &Proxy, model: &str) -> (u16, String, String, Value) {
+pub async fn ask(proxy: &Proxy, model: &str) -> (u16, String, String, Value) {
     let r = proxy.chat(model, false, 3).await;
     let header = |n: &str| {
         r.headers()

@@ -7,6 +7,7 @@ mod clients;
 mod data_plane;
 mod fallback;
 mod harness;
+mod hibernation;
 mod lifecycle;
 mod queueing;
 mod tls;
