@@ -12,7 +12,7 @@ pub use provider_url::{reaches_listener, ProviderUrl};
 mod schema;
 mod validate;
 
-pub use demo::{demo_config, DEMO_CONFIG_TOML};
+pub use demo::{demo_config, DEMO_CONFIG_TOML, DEMO_PROVIDER_KEY_ENV, DEMO_PROVIDER_PORT};
 pub use schema::*;
 pub use validate::{parse_http_url, ConfigError, FieldError};
 

@@ -32,8 +32,10 @@ fn assert_error(extra: &str, expected: &str) {
 
 #[test]
 fn demo_config_is_valid() {
+    std::env::set_var(infergate_config::DEMO_PROVIDER_KEY_ENV, "demo-key");
     let config = demo_config().expect("demo config must validate");
-    assert_eq!(config.deployments.len(), 2);
+    assert_eq!(config.deployments.len(), 3);
+    assert!(config.deployments.values().any(|d| d.fallback.is_some()));
     assert!(config.deployments.values().any(|d| d.min_replicas == 0));
 }
 

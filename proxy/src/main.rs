@@ -11,7 +11,7 @@ mod serve;
 mod sim_server;
 
 use clap::{Args, Parser, Subcommand};
-use infergate_config::{demo_config, Config};
+use infergate_config::{demo_config, Config, DEMO_PROVIDER_KEY_ENV, DEMO_PROVIDER_PORT};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -110,8 +110,42 @@ fn main() -> ExitCode {
     }
 }
 
+/// The demo's SaaS provider: a simulated OpenAI-compatible server that wants the demo key, so
+/// the fallback deployment of the demo config shows a cold start bridged by a provider.
+async fn run_demo_provider() {
+    #[derive(Parser)]
+    struct Demo {
+        #[command(flatten)]
+        sim: sim_server::SimOptions,
+    }
+    let key = std::env::var(DEMO_PROVIDER_KEY_ENV).unwrap_or_default();
+    let port = DEMO_PROVIDER_PORT.to_string();
+    let args = [
+        "demo-saas",
+        "--port",
+        &port,
+        "--model",
+        "gpt-4o-mini",
+        "--ttft",
+        "150ms",
+        "--tokens-per-s",
+        "80",
+        "--api-key",
+        &key,
+    ];
+    let opts = Demo::parse_from(args).sim;
+    if let Err(e) = sim_server::run(opts).await {
+        tracing::warn!(error = %e, port = DEMO_PROVIDER_PORT, "demo provider did not start; the fallback deployment will wait for its replica instead");
+    }
+}
+
 fn serve_main(args: ServeArgs) -> ExitCode {
     init_logging(&args.log_format);
+    let demo = args.config.is_none();
+    if demo && std::env::var_os(DEMO_PROVIDER_KEY_ENV).is_none() {
+        // Still single-threaded: no other thread reads the environment yet.
+        std::env::set_var(DEMO_PROVIDER_KEY_ENV, "demo-provider-key");
+    }
     let (config, source) = match &args.config {
         Some(path) => (Config::load(path), path.display().to_string()),
         None => (demo_config(), "the embedded demo config".to_string()),
@@ -127,6 +161,9 @@ fn serve_main(args: ServeArgs) -> ExitCode {
         }
     };
     let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
+        if demo {
+            rt.spawn(run_demo_provider());
+        }
         let result = rt
             .block_on(serve::run(config, &source))
             .map_err(|e| e.to_string());

@@ -231,4 +231,14 @@ fn print_banner(config: &Config, source: &str, urls: &[String], admin: Option<&s
             "  curl -sN {base}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"{name}\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
         );
     }
+    if let Some((name, _)) = config
+        .deployments
+        .iter()
+        .find(|(_, d)| d.fallback.is_some())
+    {
+        println!("\nFallback while cold-starting (watch x-infergate-route move from fallback/… to replica/…):");
+        println!(
+            "  curl -si {base}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"{name}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}' | grep -i x-infergate"
+        );
+    }
 }

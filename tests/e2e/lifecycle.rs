@@ -93,6 +93,7 @@ fn validate_names_the_field_and_range_and_exits_non_zero() {
     let good = dir.join("good.toml");
     std::fs::write(&good, infergate_demo_config()).unwrap();
     let out = Command::new(BIN)
+        .env("INFERGATE_DEMO_PROVIDER_KEY", "demo-key")
         .arg("validate")
         .arg(&good)
         .output()
