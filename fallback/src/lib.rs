@@ -17,3 +17,16 @@ pub use secret::ApiKey;
 
 /// Request header that marks a request forwarded by an infergate; one arriving with it is a loop.
 pub const FORWARDED_MARKER: &str = "x-infergate-forwarded";
+
+/// Request headers that describe one hop and are never forwarded (the data plane's requests to
+/// replicas drop them too).
+pub const HOP_BY_HOP_REQUEST_HEADERS: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];

@@ -4,7 +4,7 @@
 use crate::breaker::CircuitBreaker;
 use crate::rewrite::{provider_path, with_model};
 use crate::secret::ApiKey;
-use crate::FORWARDED_MARKER;
+use crate::{FORWARDED_MARKER, HOP_BY_HOP_REQUEST_HEADERS};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
@@ -18,17 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Request headers never passed to a provider: one-hop headers, our own routing headers, and
-/// the client's credentials (the provider gets its own key instead).
-const DROPPED: [&str; 12] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
+/// Request headers never passed to a provider besides the hop-by-hop ones: our own routing
+/// header, and the client's credentials (the provider gets its own key instead).
+const DROPPED: [&str; 4] = [
     "host",
     "authorization",
     "content-length",
@@ -176,7 +168,8 @@ impl Provider {
         let mut builder = Request::builder().method(method.clone()).uri(uri);
         if let Some(h) = builder.headers_mut() {
             for (name, value) in headers {
-                if !DROPPED.contains(&name.as_str()) {
+                let name_str = name.as_str();
+                if !DROPPED.contains(&name_str) && !HOP_BY_HOP_REQUEST_HEADERS.contains(&name_str) {
                     h.append(name.clone(), value.clone());
                 }
             }

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
 use infergate_config::FallbackWhen;
-use infergate_fallback::FORWARDED_MARKER;
+use infergate_fallback::{FORWARDED_MARKER, HOP_BY_HOP_REQUEST_HEADERS};
 use infergate_scaler::{AcquireError, Acquired, Replica, Serving};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::connectors::http::Connector;
@@ -34,18 +34,6 @@ const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(4);
 
 /// How long an error answer waits for the unread rest of a refused request body.
 const LINGER: Duration = Duration::from_secs(2);
-
-/// Request headers that describe one hop and are not forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-];
 
 /// Settings the data plane reads on every request; swapped whole on reload.
 pub struct DataPlaneSettings {
@@ -521,7 +509,7 @@ fn upstream_request(
         let pq = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
         req.set_uri(pq.parse::<http::Uri>().map_err(|e| e.to_string())?);
     }
-    for name in HOP_BY_HOP {
+    for name in HOP_BY_HOP_REQUEST_HEADERS {
         req.remove_header(name);
     }
     req.set_version(http::Version::HTTP_11);
