@@ -20,6 +20,31 @@ pub struct Config {
     /// External OpenAI-compatible providers that deployments may fall back to, by name.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// The event log.
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// The event log: kept in memory, optionally appended to a JSONL file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events kept in memory (the oldest are dropped).
+    pub capacity: u32,
+    /// JSONL file events are appended to (none = memory only).
+    pub file: Option<String>,
+    /// Size in bytes at which the file is rotated to `<file>.1`.
+    pub file_max_size: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            capacity: 10_000,
+            file: None,
+            file_max_size: 10 * 1024 * 1024,
+        }
+    }
 }
 
 /// An external OpenAI-compatible provider (SPEC §6). Its API key is read from an environment
@@ -164,18 +189,23 @@ pub struct TlsConfig {
     pub key: String,
 }
 
-/// The admin listener: live state of deployments and Prometheus-style counters.
+/// The admin listener: live state, settings changes, events and Prometheus metrics.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `host:port` to bind; empty disables the admin listener.
     pub address: String,
+    /// Environment variable holding the bearer token the admin API requires. When it is not set,
+    /// infergate makes a random token and writes it to a file only this user can read (the CLI
+    /// finds it there).
+    pub token_env: String,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             address: "127.0.0.1:8081".into(),
+            token_env: "INFERGATE_ADMIN_TOKEN".into(),
         }
     }
 }

@@ -104,6 +104,20 @@ impl Config {
         if self.deployments.is_empty() {
             c.fail("deployments", "at least one deployment is required");
         }
+        c.int_range(
+            "events.capacity",
+            self.events.capacity.into(),
+            1,
+            1_000_000,
+            "",
+        );
+        c.int_range(
+            "events.file_max_size",
+            self.events.file_max_size,
+            1024,
+            1 << 40,
+            " bytes",
+        );
         let mut owners: HashMap<&str, &str> = HashMap::new();
         for (name, d) in &self.deployments {
             let path = format!("deployments.{name}");

@@ -34,10 +34,10 @@ pub fn nth_goes_to_replicas(n: u64, share: f64) -> bool {
 }
 
 impl RampBack {
-    /// The fallback is carrying traffic for lack of replicas.
-    pub fn engage(&self) {
-        self.engaged.store(true, Ordering::Release);
+    /// The fallback is carrying traffic for lack of replicas; true when it was not already.
+    pub fn engage(&self) -> bool {
         self.ready_since_ms.store(0, Ordering::Release);
+        !self.engaged.swap(true, Ordering::AcqRel)
     }
 
     /// Whether the fallback has been carrying traffic (and the ramp has not finished).
@@ -45,11 +45,12 @@ impl RampBack {
         self.engaged.load(Ordering::Acquire)
     }
 
-    /// Decides for one request when replicas are ready: true = replicas, false = fallback.
+    /// Decides for one request when replicas are ready: `.0` true = replicas, false = fallback;
+    /// `.1` true when this request ended the ramp (all traffic is back on the replicas).
     /// `now` is the time since the caller's epoch.
-    pub fn to_replicas(&self, now: Duration, ramp: Duration) -> bool {
+    pub fn to_replicas(&self, now: Duration, ramp: Duration) -> (bool, bool) {
         if !self.engaged.load(Ordering::Acquire) {
-            return true;
+            return (true, false);
         }
         let now_ms = (now.as_millis() as u64).max(1);
         let since = match self.ready_since_ms.compare_exchange(
@@ -63,11 +64,11 @@ impl RampBack {
         };
         let share = replica_share(Duration::from_millis(now_ms.saturating_sub(since)), ramp);
         if share >= 1.0 {
-            self.engaged.store(false, Ordering::Release);
-            return true;
+            let released = self.engaged.swap(false, Ordering::AcqRel);
+            return (true, released);
         }
         let n = self.counter.fetch_add(1, Ordering::AcqRel);
-        nth_goes_to_replicas(n, share)
+        (nth_goes_to_replicas(n, share), false)
     }
 }
 
@@ -96,15 +97,20 @@ mod tests {
     #[test]
     fn ramp_starts_when_replicas_are_first_seen_ready_and_ends() {
         let r = RampBack::default();
-        assert!(r.to_replicas(S, 30 * S), "never engaged: all to replicas");
-        r.engage();
-        assert!(
-            !r.to_replicas(100 * S, 30 * S),
-            "share 0 at the start of the ramp"
-        );
-        let mid: usize = (0..1000).filter(|_| r.to_replicas(115 * S, 30 * S)).count();
+        assert_eq!(r.to_replicas(S, 30 * S), (true, false), "never engaged");
+        assert!(r.engage(), "newly engaged");
+        assert!(!r.engage(), "already engaged");
+        assert!(!r.to_replicas(100 * S, 30 * S).0, "share 0 at the start");
+        let mid: usize = (0..1000)
+            .filter(|_| r.to_replicas(115 * S, 30 * S).0)
+            .count();
         assert!((495..=505).contains(&mid), "{mid}");
-        assert!(r.to_replicas(130 * S, 30 * S));
+        assert_eq!(
+            r.to_replicas(130 * S, 30 * S),
+            (true, true),
+            "the ramp ends"
+        );
         assert!(!r.is_engaged(), "the ramp is over");
+        assert_eq!(r.to_replicas(131 * S, 30 * S), (true, false));
     }
 }

@@ -52,6 +52,8 @@ pub struct ProxyApp {
 
 /// What `forward` sends to the replica and how it treats the answer.
 struct Forwarding {
+    /// When the request arrived (for time to first byte).
+    started: Instant,
     /// The request body, read whole.
     body: Bytes,
     /// Length of the route's path prefix to strip.
@@ -101,7 +103,11 @@ impl ProxyApp {
 
     async fn handle(&self, session: &mut ServerSession, request_id: u64) -> bool {
         let started = Instant::now();
-        let outcome = match self.route_and_proxy(session, request_id).await {
+        let mut deployment = None;
+        let outcome = match self
+            .route_and_proxy(session, request_id, started, &mut deployment)
+            .await
+        {
             Ok(outcome) => outcome,
             Err(err) => {
                 let reusable = respond_error(session, &err).await;
@@ -116,6 +122,11 @@ impl ProxyApp {
                 }
             }
         };
+        let deployment = deployment.as_deref().unwrap_or("none");
+        crate::metrics::request(deployment, &outcome.route, outcome.status);
+        if let Some(waited) = outcome.queued {
+            crate::metrics::queue_wait(deployment, waited);
+        }
         tracing::info!(
             method = %session.req_header().method,
             path = session.req_header().uri.path(),
@@ -132,6 +143,8 @@ impl ProxyApp {
         &self,
         session: &mut ServerSession,
         request_id: u64,
+        started: Instant,
+        routed_to: &mut Option<String>,
     ) -> Result<Outcome, ProxyError> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
@@ -216,6 +229,7 @@ impl ProxyApp {
         };
         drop(table);
         tracing::Span::current().record("deployment", deployment.name.as_str());
+        *routed_to = Some(deployment.name.clone());
         if session.req_header().headers.contains_key(FORWARDED_MARKER) {
             return Err(ProxyError::LoopDetected);
         }
@@ -230,14 +244,16 @@ impl ProxyApp {
         let model = model.as_deref();
         if let Some(fb) = fallback {
             let reason = fb.reason_before_queue(
+                &deployment,
                 serving,
                 controller.maintenance(),
                 controller.pool().has_ready(),
             );
             if let Some(reason) = reason {
-                if let Some(outcome) =
-                    answered(fb.serve(session, &deployment, &body, model, reason).await)
-                {
+                if let Some(outcome) = answered(
+                    fb.serve(session, &deployment, &body, model, reason, started)
+                        .await,
+                ) {
                     return Ok(outcome);
                 }
                 tracing::warn!(deployment = %deployment.name, reason, "no fallback provider available; waiting for a replica");
@@ -250,7 +266,7 @@ impl ProxyApp {
                 Err(ProxyError::QueueTimeout { .. }) => {
                     if let Some(fb) = fallback {
                         let served = fb
-                            .serve(session, &deployment, &body, model, "overloaded")
+                            .serve(session, &deployment, &body, model, "overloaded", started)
                             .await;
                         if let Some(outcome) = answered(served) {
                             return Ok(outcome);
@@ -269,6 +285,7 @@ impl ProxyApp {
         };
         let on_replica_error = fallback.filter(|f| f.uses(FallbackWhen::ReplicaError));
         let plan = Forwarding {
+            started,
             body: body.clone(),
             strip_prefix,
             request_id,
@@ -279,7 +296,7 @@ impl ProxyApp {
             (Err(e), Some(fb)) if e.is_replica_error() => {
                 tracing::warn!(deployment = %deployment.name, error = %e, "replica failed before answering; trying the fallback");
                 let served = fb
-                    .serve(session, &deployment, &body, model, "replica_error")
+                    .serve(session, &deployment, &body, model, "replica_error", started)
                     .await;
                 answered(served).ok_or(e)
             }
@@ -321,6 +338,7 @@ impl ProxyApp {
         plan: Forwarding,
     ) -> Result<Outcome, ProxyError> {
         let Forwarding {
+            started,
             body,
             strip_prefix,
             request_id,
@@ -424,6 +442,7 @@ impl ProxyApp {
         {
             return Ok(Outcome::client_gone(route, status, queued));
         }
+        crate::metrics::time_to_first_byte(&deployment.name, &route, started.elapsed());
 
         let idle = config.upstream.idle_timeout.get();
         loop {

@@ -8,11 +8,11 @@ use http::header;
 use http_body_util::BodyExt;
 use infergate_config::{FallbackConfig, FallbackWhen};
 use infergate_fallback::{Provider, Providers, RampBack};
-use infergate_scaler::Serving;
+use infergate_scaler::{EventKind, Numbers, Serving};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest provider error body relayed (it is buffered to strip the provider key from it).
 const MAX_ERROR_BODY: usize = 1 << 20;
@@ -74,6 +74,7 @@ impl DeploymentFallback {
     /// during the ramp back.
     pub fn reason_before_queue(
         &self,
+        deployment: &DeploymentEntry,
         serving: Serving,
         maintenance: bool,
         has_ready: bool,
@@ -86,28 +87,47 @@ impl DeploymentFallback {
             Serving::Waking if !has_ready => Some((FallbackWhen::Waking, "waking")),
             _ => None,
         };
-        if let Some((when, reason)) = asleep {
-            if self.uses(when) {
-                self.ramp.engage();
-                return Some(reason);
+        let bridge = match asleep {
+            Some(pair) => Some(pair),
+            None if !has_ready => Some((FallbackWhen::ColdStart, "cold_start")),
+            None => None,
+        };
+        if let Some((when, reason)) = bridge {
+            if !self.uses(when) {
+                return None;
             }
+            if self.ramp.engage() {
+                deployment.controller.events().emit(
+                    &deployment.name,
+                    EventKind::FallbackEngaged,
+                    "proxy",
+                    format!(
+                        "no replica can answer ({reason}); requests go to the fallback providers"
+                    ),
+                    Numbers::default(),
+                );
+            }
+            return Some(reason);
+        }
+        if !self.ramp.is_engaged() {
             return None;
         }
-        if !has_ready {
-            if self.uses(FallbackWhen::ColdStart) {
-                self.ramp.engage();
-                return Some("cold_start");
-            }
-            return None;
+        let (to_replicas, released) = self
+            .ramp
+            .to_replicas(self.registry.now(), self.config.ramp_back.get());
+        if released {
+            deployment.controller.events().emit(
+                &deployment.name,
+                EventKind::FallbackReleased,
+                "proxy",
+                format!(
+                    "all requests are back on the replicas after a {} ramp",
+                    self.config.ramp_back
+                ),
+                Numbers::default(),
+            );
         }
-        if self.ramp.is_engaged()
-            && !self
-                .ramp
-                .to_replicas(self.registry.now(), self.config.ramp_back.get())
-        {
-            return Some("ramp_back");
-        }
-        None
+        (!to_replicas).then_some("ramp_back")
     }
 
     /// Sends the request to the first provider that answers; streams its answer to the client.
@@ -118,6 +138,7 @@ impl DeploymentFallback {
         body: &Bytes,
         model: Option<&str>,
         reason: &'static str,
+        started: Instant,
     ) -> FallbackResult {
         let _demand = deployment.controller.pool().external_demand();
         let head = session.req_header();
@@ -157,7 +178,11 @@ impl DeploymentFallback {
             provider.breaker().record_success();
             tracing::info!(deployment = %deployment.name, provider = %provider.name, reason, status, model = mapped.as_deref(), "answered by fallback provider");
             let route = format!("fallback/{}", provider.name);
-            let reusable = relay(session, provider, response, &route, reason).await;
+            crate::metrics::fallback(&deployment.name, &provider.name, reason);
+            let reusable = relay(session, provider, response, &route, reason, || {
+                crate::metrics::time_to_first_byte(&deployment.name, &route, started.elapsed())
+            })
+            .await;
             return FallbackResult::Answered {
                 status,
                 route,
@@ -186,6 +211,7 @@ async fn relay(
     response: http::Response<hyper::body::Incoming>,
     route: &str,
     reason: &str,
+    first_byte: impl FnOnce(),
 ) -> bool {
     let (parts, mut body) = response.into_parts();
     let status = parts.status.as_u16();
@@ -216,6 +242,7 @@ async fn relay(
         let clean = Bytes::from(provider.redact(&buffered));
         let _ = header.remove_header(&header::CONTENT_LENGTH);
         let _ = header.insert_header(header::CONTENT_LENGTH, clean.len().to_string());
+        first_byte();
         return session
             .write_response_header(Box::new(header))
             .await
@@ -231,6 +258,7 @@ async fn relay(
     {
         return false;
     }
+    first_byte();
     loop {
         tokio::select! {
             biased;

@@ -2,9 +2,11 @@
 //! servers. One binary: `serve` (the default), `validate`, and `sim-server`.
 
 mod admin;
+mod admin_token;
 mod app;
 mod errors;
 mod fallback_route;
+mod metrics;
 mod request_body;
 mod routing;
 mod serve;

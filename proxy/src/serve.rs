@@ -2,12 +2,14 @@
 //! and owns the process lifecycle (signals, graceful shutdown, no orphaned replicas).
 
 use crate::admin;
+use crate::admin_token;
 use crate::app::{DataPlaneSettings, ProxyApp};
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
 use infergate_config::Config;
 use infergate_config::{reaches_listener, ProviderUrl};
 use infergate_fallback::Providers;
+use infergate_scaler::events::{EventFile, EventLog};
 use infergate_scaler::{Controller, ControllerHandle};
 use pingora::listeners::Listeners;
 use pingora::server::Fds;
@@ -117,10 +119,18 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
     let providers =
         Arc::new(Providers::from_config(&config).map_err(|e| ServeError::Provider(e.to_string()))?);
 
+    let (events, event_sink) = EventLog::start(
+        config.events.capacity as usize,
+        config.events.file.as_ref().map(|f| EventFile {
+            path: f.into(),
+            max_bytes: config.events.file_max_size,
+        }),
+    );
+
     let mut handles: Vec<ControllerHandle> = Vec::new();
     let mut controllers = HashMap::new();
     for (name, deployment) in &config.deployments {
-        let handle = Controller::spawn(name, deployment.clone());
+        let handle = Controller::spawn(name, deployment.clone(), event_sink.clone());
         controllers.insert(name.clone(), handle.controller.clone());
         handles.push(handle);
     }
@@ -150,8 +160,36 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
             address: config.admin.address.clone(),
             reason: e.to_string(),
         })?;
-        tokio::spawn(admin::serve(listener, router.clone(), stop_rx.clone()));
-        Some(format!("http://{local}"))
+        let (token, token_file) = admin_token::resolve(&config.admin.token_env, &local.to_string())
+            .map_err(|e| ServeError::Bind {
+                address: config.admin.address.clone(),
+                reason: format!("cannot write the admin token file: {e}"),
+            })?;
+        let prometheus = crate::metrics::install().map_err(ServeError::Provider)?;
+        let metrics_router = router.clone();
+        let state = Arc::new(admin::AdminState {
+            router: router.clone(),
+            events: events.clone(),
+            token,
+            metrics: Arc::new(move || crate::metrics::render(&prometheus, &metrics_router.load())),
+        });
+        tokio::spawn(admin::serve(listener, state, stop_rx.clone()));
+        Some((format!("http://{local}"), token_file))
+    };
+    let (admin_url, token_note) = match admin_url {
+        Some((url, Some(f))) => (
+            Some(url),
+            format!(
+                "  admin token written to {} (or set ${})",
+                f.display(),
+                config.admin.token_env
+            ),
+        ),
+        Some((url, None)) => (
+            Some(url),
+            format!("  admin token from ${}", config.admin.token_env),
+        ),
+        None => (None, String::new()),
     };
 
     let service_stop = stop_rx.clone();
@@ -161,6 +199,9 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
     });
 
     print_banner(&config, config_source, &urls, admin_url.as_deref());
+    if !token_note.is_empty() {
+        println!("{token_note}");
+    }
 
     let signal_name = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",

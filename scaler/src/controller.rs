@@ -5,6 +5,7 @@
 //! The policy (`crate::policy`) is pure; everything with a clock, a socket or a process lives here.
 
 use crate::backend::{self, Backend, ReplicaHandle};
+use crate::events::{EventKind, EventSink, Numbers};
 use crate::health;
 use crate::hibernation::{self, HibernationMemory, HibernationSettings, Serving};
 use crate::load::{self, LoadHistory, LoadInputs, Scraped};
@@ -98,6 +99,7 @@ pub struct Controller {
     /// Requests that arrived for this deployment (any state, any route).
     arrivals: AtomicU64,
     hibernation: Mutex<HibernationMemory>,
+    events: EventSink,
     /// What the controller did.
     pub stats: ControllerStats,
     stopping: watch::Sender<bool>,
@@ -113,9 +115,9 @@ pub struct ControllerHandle {
 impl Controller {
     /// Creates the pool and starts the dispatcher and control loop for a newly deployed
     /// deployment, which starts with max(1, min_replicas) replicas.
-    pub fn spawn(name: &str, config: DeploymentConfig) -> ControllerHandle {
+    pub fn spawn(name: &str, config: DeploymentConfig, events: EventSink) -> ControllerHandle {
         let backend = backend::from_config(&config);
-        Self::spawn_with_backend(name, config, backend)
+        Self::spawn_with_backend(name, config, backend, events)
     }
 
     /// Same as [`Controller::spawn`] with an explicit backend (tests, other backends).
@@ -123,6 +125,7 @@ impl Controller {
         name: &str,
         config: DeploymentConfig,
         backend: Arc<dyn Backend>,
+        events: EventSink,
     ) -> ControllerHandle {
         let pool = ReplicaPool::new(name, config.replica_concurrency);
         let (stopping, _) = watch::channel(false);
@@ -146,6 +149,7 @@ impl Controller {
             serving: std::sync::atomic::AtomicU8::new(Serving::Active as u8),
             arrivals: AtomicU64::new(0),
             hibernation: Mutex::new(HibernationMemory::default()),
+            events,
             stats: ControllerStats::default(),
             stopping,
         });
@@ -255,6 +259,25 @@ impl Controller {
             }
         }
         tracing::info!(deployment = %self.name, from = from.name(), to = to.name(), reason, "serving state changed");
+        let kind = match (from, to) {
+            (_, Serving::Hibernated) => EventKind::Hibernated,
+            (_, Serving::Deactivated) => EventKind::Deactivated,
+            (Serving::Deactivated, _) => EventKind::Activated,
+            (Serving::Hibernated, _) => EventKind::Woke,
+            _ => return, // waking → active is the replica_ready event
+        };
+        let component = if reason == "by hand" {
+            "api"
+        } else {
+            "autoscaler"
+        };
+        self.events.emit(
+            &self.name,
+            kind,
+            component,
+            format!("{} → {}: {reason}", from.name(), to.name()),
+            Numbers::default(),
+        );
     }
 
     /// Runs the hibernation state machine; true when the deployment must be held at zero.
@@ -271,6 +294,11 @@ impl Controller {
         self.serving().holds_at_zero()
     }
 
+    /// Where this deployment's events go (the data plane reports fallback events here).
+    pub fn events(&self) -> &EventSink {
+        &self.events
+    }
+
     /// The last scaling decision, if one was taken.
     pub fn last_decision(&self) -> Option<DecisionReport> {
         self.autoscaling.lock().ok().and_then(|s| s.report)
@@ -279,11 +307,40 @@ impl Controller {
     /// Validates and swaps in new settings (a reload or an API change); they take effect on the
     /// next decision. In-flight and waiting requests are untouched. Invalid settings (including
     /// min/max under the `development` preset) are refused and the running ones stay.
-    pub fn update_config(&self, config: DeploymentConfig) -> Result<(), ConfigError> {
-        config.validate(&self.name)?;
+    /// `by` names who asked (`api`, `config`), for the event log.
+    pub fn update_config(
+        &self,
+        config: DeploymentConfig,
+        by: &'static str,
+    ) -> Result<(), ConfigError> {
+        if let Err(e) = config.validate(&self.name) {
+            self.events.emit(
+                &self.name,
+                EventKind::ConfigRejected,
+                by,
+                format!("settings refused: {e}"),
+                Numbers::default(),
+            );
+            return Err(e);
+        }
         self.pool
             .set_replica_concurrency(config.replica_concurrency);
         tracing::info!(deployment = %self.name, min_replicas = config.min_replicas, max_replicas = config.effective_max_replicas(), "settings changed");
+        self.events.emit(
+            &self.name,
+            EventKind::SettingsChanged,
+            by,
+            format!(
+                "min_replicas {}, max_replicas {}, concurrency_target {}, target_utilization {} %, autoscaling_window {}, scale_down_delay {}",
+                config.effective_min_replicas(),
+                config.effective_max_replicas(),
+                config.concurrency_target,
+                config.target_utilization,
+                config.autoscaling_window,
+                config.scale_down_delay
+            ),
+            Numbers::default(),
+        );
         self.config.store(Arc::new(config));
         self.pool.demand().notify_one();
         Ok(())
@@ -349,6 +406,18 @@ impl Controller {
                     "scale up"
                 );
             }
+            if report.desired > previous {
+                self.events.emit(
+                    &self.name,
+                    EventKind::ScaledUp,
+                    "autoscaler",
+                    format!(
+                        "{current} → {} replicas ({})",
+                        report.desired, report.reason
+                    ),
+                    numbers(&report, current),
+                );
+            }
             for _ in current..report.desired {
                 if self.in_backoff(Instant::now()) {
                     break;
@@ -363,6 +432,16 @@ impl Controller {
                 average_load = report.average_load,
                 reason = report.reason,
                 "scale down"
+            );
+            self.events.emit(
+                &self.name,
+                EventKind::ScaledDown,
+                "autoscaler",
+                format!(
+                    "{current} → {} replicas ({})",
+                    report.desired, report.reason
+                ),
+                numbers(&report, current),
             );
             let candidates: Vec<Candidate> = replicas
                 .iter()
@@ -500,8 +579,15 @@ impl Controller {
             .is_some_and(|until| now < until)
     }
 
-    fn record_failure(&self) {
+    fn record_failure(&self, replica: &str, why: &str) {
         self.stats.replicas_failed.fetch_add(1, Ordering::Relaxed);
+        self.events.emit(
+            &self.name,
+            EventKind::ReplicaFailed,
+            "backend",
+            format!("{replica}: {why}"),
+            Numbers::default(),
+        );
         let n = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
         let delay = BACKOFF_BASE
             .saturating_mul(1u32 << (n - 1).min(16))
@@ -536,11 +622,18 @@ impl Controller {
                 }
                 self.pool.add_replica(replica.clone());
                 tracing::info!(deployment = %self.name, replica = %replica.id, addr = %replica.addr, "replica starting");
+                self.events.emit(
+                    &self.name,
+                    EventKind::ReplicaStarted,
+                    "backend",
+                    format!("{} launched on {}", replica.id, replica.addr),
+                    Numbers::default(),
+                );
                 tokio::spawn(self.clone().run_replica(replica, handle, config));
             }
             Err(e) => {
                 tracing::error!(deployment = %self.name, error = %e, "cannot start replica");
-                self.record_failure();
+                self.record_failure(&format!("{}-{index}", self.name), &e.to_string());
             }
         }
     }
@@ -555,43 +648,59 @@ impl Controller {
         let deadline = replica.created + config.startup_timeout.get();
         let interval = config.health.interval.get();
         let probe_timeout = interval.max(Duration::from_millis(500));
-        let ready = loop {
+        let failure = loop {
             if replica.state() != ReplicaState::Starting {
                 return; // asked to stop while starting
             }
             if health::probe(replica.addr, &config.health.path, probe_timeout).await {
-                break true;
+                break None;
             }
             if Instant::now() >= deadline {
                 tracing::warn!(deployment = %self.name, replica = %replica.id, timeout = ?config.startup_timeout.get(), "replica not ready within startup_timeout");
-                break false;
+                break Some(format!(
+                    "not ready within startup_timeout ({})",
+                    config.startup_timeout
+                ));
             }
             tokio::select! {
                 status = handle.exited() => {
                     tracing::warn!(deployment = %self.name, replica = %replica.id, exit = %status.description, "replica exited while starting");
-                    break false;
+                    break Some(format!("exited while starting ({})", status.description));
                 }
                 _ = tokio::time::sleep(interval) => {}
             }
         };
-        if !ready {
+        if let Some(why) = failure {
             replica.set_state(ReplicaState::Failed);
             self.pool.remove_replica(&replica.id);
             handle.terminate(config.stop.kill_grace.get()).await;
             self.forget(&replica.id);
-            self.record_failure();
+            self.record_failure(&replica.id, &why);
             return;
         }
         if replica.state() != ReplicaState::Starting {
             return;
         }
         let cold_start = replica.mark_ready();
+        metrics::histogram!("infergate_cold_start_seconds", "deployment" => self.name.clone())
+            .record(cold_start.as_secs_f64());
         self.consecutive_failures.store(0, Ordering::Release);
         tracing::info!(
             deployment = %self.name,
             replica = %replica.id,
             cold_start_ms = cold_start.as_millis() as u64,
             "replica ready"
+        );
+        self.events.emit(
+            &self.name,
+            EventKind::ReplicaReady,
+            "backend",
+            format!(
+                "{} ready after a {:.1} s cold start",
+                replica.id,
+                cold_start.as_secs_f64()
+            ),
+            Numbers::default(),
         );
         self.pool.notify_capacity();
         // Decide again at once (a waking deployment becomes active now, not on the next tick).
@@ -603,7 +712,7 @@ impl Controller {
             replica.set_state(ReplicaState::Failed);
             self.pool.remove_replica(&replica.id);
             self.forget(&replica.id);
-            self.record_failure();
+            self.record_failure(&replica.id, &format!("crashed ({})", status.description));
         }
     }
 
@@ -642,6 +751,13 @@ impl Controller {
         self.pool.remove_replica(&replica.id);
         self.stats.replicas_stopped.fetch_add(1, Ordering::Relaxed);
         tracing::info!(deployment = %self.name, replica = %replica.id, "replica stopped");
+        self.events.emit(
+            &self.name,
+            EventKind::ReplicaStopped,
+            "backend",
+            format!("{} stopped", replica.id),
+            Numbers::default(),
+        );
     }
 
     /// Health-checks a fixed (static) replica for as long as the controller runs.
@@ -702,4 +818,13 @@ impl ControllerHandle {
 
 fn count_in(replicas: &[Arc<Replica>], state: ReplicaState) -> u32 {
     replicas.iter().filter(|r| r.state() == state).count() as u32
+}
+
+/// The numbers behind a scaling decision, for its event.
+fn numbers(report: &DecisionReport, current: u32) -> Numbers {
+    Numbers {
+        load: Some(report.average_load.max(report.current_load)),
+        desired: Some(report.desired),
+        current: Some(current),
+    }
 }

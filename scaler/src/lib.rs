@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod controller;
+pub mod events;
 pub mod health;
 pub mod hibernation;
 pub mod load;
@@ -16,6 +17,7 @@ pub mod scale_down;
 pub mod scrape;
 
 pub use controller::{Controller, ControllerHandle};
+pub use events::{EventKind, EventLog, EventSink, Numbers};
 pub use hibernation::Serving;
 pub use pool::{AcquireError, Acquired, ExternalDemand, ReplicaPool, Slot};
 pub use replica::{Replica, ReplicaState};

@@ -2,6 +2,7 @@
 //! running real child processes (Python's `http.server` plays a model server that is ready at once).
 
 use infergate_config::Config;
+use infergate_scaler::events::{EventFilter, EventLog};
 use infergate_scaler::{Controller, ReplicaState};
 use std::time::{Duration, Instant};
 
@@ -33,13 +34,18 @@ async fn wait_ready(controller: &Controller, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_min_takes_effect_on_the_next_decision_and_invalid_changes_are_refused() {
-    let handle = Controller::spawn("web", deployment("min_replicas = 1\nmax_replicas = 3"));
+    let (events, sink) = EventLog::start(100, None);
+    let handle = Controller::spawn(
+        "web",
+        deployment("min_replicas = 1\nmax_replicas = 3"),
+        sink,
+    );
     let controller = handle.controller.clone();
     wait_ready(&controller, 1).await;
 
     // Raise the floor: the next decision starts a second replica.
     let raised = deployment("min_replicas = 2\nmax_replicas = 3");
-    controller.update_config(raised).unwrap();
+    controller.update_config(raised, "api").unwrap();
     wait_ready(&controller, 2).await;
     assert_eq!(controller.last_decision().unwrap().desired, 2);
 
@@ -47,7 +53,10 @@ async fn a_changed_min_takes_effect_on_the_next_decision_and_invalid_changes_are
     // and the running settings stay.
     let mut refused = deployment("preset = \"development\"");
     refused.max_replicas = 3;
-    let err = controller.update_config(refused).unwrap_err().to_string();
+    let err = controller
+        .update_config(refused, "config")
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(
             "deployments.web.max_replicas: is fixed at 1 by preset \"development\", got 3"
@@ -60,7 +69,7 @@ async fn a_changed_min_takes_effect_on_the_next_decision_and_invalid_changes_are
 
     // Lower the ceiling below current: the next decision brings it back within bounds.
     controller
-        .update_config(deployment("min_replicas = 1\nmax_replicas = 1"))
+        .update_config(deployment("min_replicas = 1\nmax_replicas = 1"), "api")
         .unwrap();
     wait_ready(&controller, 1).await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -79,4 +88,24 @@ async fn a_changed_min_takes_effect_on_the_next_decision_and_invalid_changes_are
         1
     );
     handle.shutdown().await;
+    // Every change is in the event log, with who made it.
+    let kinds: Vec<(&str, &str)> = events
+        .list(&EventFilter::default())
+        .iter()
+        .map(|e| (e.kind.name(), e.component))
+        .collect();
+    for expected in [
+        ("replica_started", "backend"),
+        ("replica_ready", "backend"),
+        ("settings_changed", "api"),
+        ("scaled_up", "autoscaler"),
+        ("config_rejected", "config"),
+        ("scaled_down", "autoscaler"),
+        ("replica_stopped", "backend"),
+    ] {
+        assert!(
+            kinds.contains(&expected),
+            "{expected:?} missing from {kinds:?}"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! with nothing lost, replacement of replicas that never become healthy (with back-off), a
 //! startup_timeout of more than ten minutes, and scaling on the replicas' vLLM metrics.
 
-use crate::harness::{chat, children, sim_deployment, Proxy};
+use crate::harness::{chat, children, sim_deployment, Proxy, ADMIN_TOKEN};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,8 +37,10 @@ impl Timeline {
         let points = Arc::new(Mutex::new(Vec::new()));
         let sink = points.clone();
         let task = tokio::spawn(async move {
+            let client = reqwest::Client::new();
             loop {
-                if let Ok(r) = reqwest::get(&url).await {
+                let request = client.get(&url).bearer_auth(ADMIN_TOKEN).send();
+                if let Ok(r) = request.await {
                     if let Ok(state) = r.json::<Value>().await {
                         let (starting, ready, draining) = by_state(&state);
                         sink.lock().unwrap().push(Point {

@@ -112,9 +112,9 @@ pub async fn ask(proxy: &Proxy, model: &str) -> (u16, String, String, Value) {
 async fn assert_key_never_leaked(proxy: &Proxy, seen_bodies: &[String]) {
     let log = proxy.log();
     assert!(!log.contains(KEY), "the key is in the log");
-    let admin = reqwest::get(format!("{}/admin/v1/deployments", proxy.admin))
+    let admin = proxy
+        .admin_get("/admin/v1/deployments")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -375,11 +375,9 @@ async fn replica_errors_overload_and_maintenance_go_to_the_fallback() {
     let (_, route, _, _) = ask(&proxy, "maint").await;
     assert_eq!(route, "replica/maint-0");
     let switch = |on: &str| {
-        let url = format!(
-            "{}/admin/v1/deployments/maint/maintenance/{on}",
-            proxy.admin
-        );
-        async move { reqwest::Client::new().post(url).send().await.unwrap() }
+        let path = format!("/admin/v1/deployments/maint/maintenance/{on}");
+        let proxy = &proxy;
+        async move { proxy.admin_post(&path).await }
     };
     let state: Value = switch("on").await.json().await.unwrap();
     assert_eq!(state["maintenance"], true);

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_infergate");
 
+/// The admin token every test proxy is started with.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A scratch directory under target/ for config files and certificates.
@@ -74,6 +77,7 @@ impl Proxy {
         std::fs::write(&path, config).unwrap();
         let stderr_path = dir.join("stderr.log");
         let mut child = Command::new(BIN)
+            .env("INFERGATE_ADMIN_TOKEN", ADMIN_TOKEN)
             .envs(env.iter().copied())
             .arg("--config")
             .arg(&path)
@@ -124,10 +128,29 @@ impl Proxy {
 
     /// Live state of one deployment from the admin API.
     pub async fn state(&self, deployment: &str) -> Value {
-        reqwest::get(format!("{}/admin/v1/deployments/{deployment}", self.admin))
+        self.admin_get(&format!("/admin/v1/deployments/{deployment}"))
+            .await
+            .json()
             .await
             .unwrap()
-            .json()
+    }
+
+    /// `GET` on the admin listener with the token.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST` on the admin listener with the token.
+    pub async fn admin_post(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
             .await
             .unwrap()
     }

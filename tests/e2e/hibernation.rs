@@ -14,14 +14,9 @@ fn ready(s: &Value) -> usize {
 }
 
 async fn act(proxy: &Proxy, deployment: &str, action: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!(
-            "{}/admin/v1/deployments/{deployment}/{action}",
-            proxy.admin
-        ))
-        .send()
+    proxy
+        .admin_post(&format!("/admin/v1/deployments/{deployment}/{action}"))
         .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,69 @@
+//! The live state of a deployment as the admin API and `infergate status` show it.
+
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+
+/// JSON state of one deployment.
+pub fn deployment_state(d: &crate::routing::DeploymentEntry) -> Value {
+    let controller = &d.controller;
+    let pool = controller.pool();
+    let config = controller.config();
+    let replicas: Vec<Value> = pool
+        .replicas()
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "addr": r.addr.to_string(),
+                "state": r.state().name(),
+                "in_flight": r.in_flight(),
+                "cold_start_ms": r.cold_start().map(|d| d.as_millis() as u64),
+            })
+        })
+        .collect();
+    let stats = &controller.stats;
+    let decision = controller.last_decision().map(|d| {
+        json!({
+            "desired": d.desired,
+            "reason": d.reason,
+            "average_load": d.average_load,
+            "current_load": d.current_load,
+            "starting": d.replicas.starting,
+            "ready": d.replicas.ready,
+            "scale_up_latency_us": d.scale_up_latency.map(|l| l.as_micros() as u64),
+        })
+    });
+    json!({
+        "name": d.name,
+        "aliases": config.aliases,
+        "in_flight": pool.in_flight(),
+        "waiting": pool.waiting(),
+        "requests_total": pool.requests_total(),
+        "serving": controller.serving().name(),
+        "maintenance": controller.maintenance(),
+        "fallback_requests_in_flight": pool.external(),
+        "fallback_engaged": d.fallback.as_ref().is_some_and(|f| f.ramp.is_engaged()),
+        "desired_replicas": stats.desired.load(Ordering::Acquire),
+        "peak_desired_replicas": stats.peak_desired.load(Ordering::Acquire),
+        "decision": decision,
+        "replicas": replicas,
+        "replicas_started_total": stats.replicas_started.load(Ordering::Acquire),
+        "replicas_failed_total": stats.replicas_failed.load(Ordering::Acquire),
+        "replicas_stopped_total": stats.replicas_stopped.load(Ordering::Acquire),
+        "settings": {
+            "preset": config.preset,
+            "min_replicas": config.effective_min_replicas(),
+            "max_replicas": config.effective_max_replicas(),
+            "autoscaling_window": config.autoscaling_window.to_string(),
+            "scale_down_delay": config.scale_down_delay.to_string(),
+            "concurrency_target": config.concurrency_target,
+            "target_utilization": config.target_utilization,
+            "metric": config.metric,
+            "kv_cache_target": config.kv_cache_target,
+            "replica_concurrency": config.replica_concurrency,
+            "startup_timeout": config.startup_timeout.to_string(),
+            "queue_max_wait": config.queue.max_wait.to_string(),
+            "queue_max_waiting": config.queue.max_waiting,
+        },
+    })
+}

@@ -1,0 +1,129 @@
+//! Prometheus metrics (SPEC §7) through the `metrics` facade: counters and histograms are recorded
+//! where things happen; gauges (in-flight, waiting, replicas by state, desired) are read from the
+//! deployments when `/metrics` is scraped, so the request path pays only for what it records.
+
+use crate::routing::RouteTable;
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Histogram buckets in seconds: from a fast first byte to a 30-minute cold start.
+const BUCKETS: [f64; 20] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1200.0, 1800.0,
+];
+
+/// Installs the process-wide recorder; returns the handle that renders the text format.
+pub fn install() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    describe_counter!(
+        "infergate_requests_total",
+        "Requests answered, by deployment, route (replica, fallback, proxy) and status."
+    );
+    describe_gauge!(
+        "infergate_in_flight_requests",
+        "Requests being served by replicas."
+    );
+    describe_gauge!("infergate_waiting_requests", "Requests held in the queue.");
+    describe_gauge!(
+        "infergate_fallback_in_flight_requests",
+        "Requests being served by fallback providers."
+    );
+    describe_gauge!("infergate_replicas", "Replicas by state.");
+    describe_gauge!(
+        "infergate_desired_replicas",
+        "Replicas the autoscaler asks for."
+    );
+    describe_histogram!(
+        "infergate_cold_start_seconds",
+        Unit::Seconds,
+        "Scale-up decision to replica ready."
+    );
+    describe_histogram!(
+        "infergate_queue_wait_seconds",
+        Unit::Seconds,
+        "Time requests waited for a replica."
+    );
+    describe_histogram!(
+        "infergate_time_to_first_byte_seconds",
+        Unit::Seconds,
+        "Request received to response headers sent."
+    );
+    describe_counter!(
+        "infergate_fallback_requests_total",
+        "Requests answered by a fallback provider, by provider and reason."
+    );
+    describe_counter!(
+        "infergate_scaling_events_total",
+        "Events of the event log, by deployment and type."
+    );
+    Ok(handle)
+}
+
+/// Reads the gauges from the deployments and renders everything.
+pub fn render(handle: &PrometheusHandle, table: &RouteTable) -> String {
+    for d in &table.deployments {
+        let name = d.name.clone();
+        let pool = d.controller.pool();
+        gauge!("infergate_in_flight_requests", "deployment" => name.clone())
+            .set(pool.in_flight() as f64);
+        gauge!("infergate_waiting_requests", "deployment" => name.clone())
+            .set(pool.waiting() as f64);
+        gauge!("infergate_fallback_in_flight_requests", "deployment" => name.clone())
+            .set(pool.external() as f64);
+        gauge!("infergate_desired_replicas", "deployment" => name.clone()).set(f64::from(
+            d.controller.stats.desired.load(Ordering::Acquire),
+        ));
+        let replicas = pool.replicas();
+        for state in ["starting", "ready", "draining"] {
+            let n = replicas
+                .iter()
+                .filter(|r| r.state().name() == state)
+                .count();
+            gauge!("infergate_replicas", "deployment" => name.clone(), "state" => state)
+                .set(n as f64);
+        }
+    }
+    handle.render()
+}
+
+/// One answered request. `route` is `replica/<id>`, `fallback/<provider>` or a proxy-level route;
+/// only its kind is a label (low cardinality).
+pub fn request(deployment: &str, route: &str, status: u16) {
+    let kind: &'static str = match route.split('/').next() {
+        Some("replica") => "replica",
+        Some("fallback") => "fallback",
+        Some("queue") => "queue",
+        _ => "proxy",
+    };
+    counter!("infergate_requests_total", "deployment" => deployment.to_string(), "route" => kind, "status" => status.to_string()).increment(1);
+}
+
+/// Time a request waited in the queue.
+pub fn queue_wait(deployment: &str, waited: Duration) {
+    histogram!("infergate_queue_wait_seconds", "deployment" => deployment.to_string())
+        .record(waited.as_secs_f64());
+}
+
+/// Time to the first byte of a response.
+pub fn time_to_first_byte(deployment: &str, route: &str, elapsed: Duration) {
+    let kind = if route.starts_with("fallback/") {
+        "fallback"
+    } else {
+        "replica"
+    };
+    histogram!("infergate_time_to_first_byte_seconds", "deployment" => deployment.to_string(), "route" => kind)
+        .record(elapsed.as_secs_f64());
+}
+
+/// A request a provider answered.
+pub fn fallback(deployment: &str, provider: &str, reason: &'static str) {
+    counter!("infergate_fallback_requests_total", "deployment" => deployment.to_string(), "provider" => provider.to_string(), "reason" => reason).increment(1);
+}
