@@ -103,7 +103,8 @@ async fn rust_openai_client_chat_stream_completions_embeddings_models() {
     assert_eq!(ids, vec!["chat-model", "embed-model"]);
 }
 
-/// The venv with the official `openai` package, created once under target/.
+/// The venv with the official `openai` package (and `prometheus_client`, whose text-format
+/// parser checks `/metrics`), created once under target/.
 pub fn python() -> PathBuf {
     // Several tests may ask at once; one creates the venv.
     static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -112,7 +113,7 @@ pub fn python() -> PathBuf {
     let py = venv.join("bin/python");
     let ready = py.exists()
         && Command::new(&py)
-            .args(["-c", "import openai"])
+            .args(["-c", "import openai, prometheus_client"])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
@@ -130,6 +131,7 @@ pub fn python() -> PathBuf {
                 "--quiet",
                 "--disable-pip-version-check",
                 "openai>=1.40",
+                "prometheus_client",
             ])
             .status()
             .expect("pip install openai");

@@ -192,6 +192,32 @@ async fn cold_start_is_answered_by_the_provider_then_traffic_ramps_back_to_the_r
     let state = proxy.state("chat").await;
     assert_eq!(state["fallback_engaged"], false, "{state:#}");
     assert_eq!(state["fallback_requests_in_flight"], 0);
+    let metrics = reqwest::get(format!("{}/metrics", proxy.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"infergate_fallback_requests_total{deployment="chat",provider="saas",reason="cold_start"}"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(KEY));
+    bodies.push(metrics);
+    let events: Value = proxy
+        .admin_get("/admin/v1/events?type=fallback_engaged,fallback_released")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["fallback_engaged", "fallback_released"]);
+    bodies.push(events.to_string());
     assert_key_never_leaked(&proxy, &bodies).await;
 }
 

@@ -4,6 +4,7 @@
 
 mod autoscaling;
 mod clients;
+mod control_plane;
 mod data_plane;
 mod fallback;
 mod harness;
