@@ -4,6 +4,7 @@
 mod admin;
 mod admin_token;
 mod app;
+mod cli;
 mod errors;
 mod fallback_route;
 mod metrics;
@@ -29,6 +30,8 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     serve: ServeArgs,
+    #[command(flatten)]
+    connection: cli::Connection,
 }
 
 #[derive(Subcommand)]
@@ -42,6 +45,8 @@ enum Command {
     },
     /// Run a simulated OpenAI-compatible model server (the demo's and tests' replicas).
     SimServer(sim_server::SimOptions),
+    #[command(flatten)]
+    Admin(cli::Verb),
 }
 
 #[derive(Args, Clone, Default)]
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Serve(args)) => serve_main(args),
+        Some(Command::Admin(verb)) => cli::run(cli.connection, verb),
         None => serve_main(cli.serve),
     }
 }

@@ -259,3 +259,130 @@ async fn metrics_parse_as_prometheus_text_and_hold_every_family() {
     );
     assert!(!raw.contains("request_id"), "no request ids in labels");
 }
+
+/// Runs `infergate <args>` against the proxy's admin API.
+fn cli(proxy: &Proxy, args: &[&str]) -> std::process::Output {
+    Command::new(crate::harness::BIN)
+        .env("INFERGATE_ADMIN_URL", &proxy.admin)
+        .env("INFERGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_scale_then_status_and_events_follow_prints_a_scale_up_as_it_happens() {
+    let proxy = Proxy::start(&sim_deployment(
+        "cli-model",
+        "min_replicas = 1\nmax_replicas = 4",
+        "--ttft 1ms --cold-start 200ms",
+    ));
+    proxy.wait_ready("cli-model", 1).await;
+
+    // events --follow in the background, started before the change.
+    let mut follow = Command::new(crate::harness::BIN)
+        .env("INFERGATE_ADMIN_URL", &proxy.admin)
+        .env("INFERGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .args([
+            "events",
+            "--follow",
+            "--deployment",
+            "cli-model",
+            "--type",
+            "scaled_up",
+            "--limit",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let out = cli(
+        &proxy,
+        &[
+            "scale",
+            "cli-model",
+            "--min-replicas",
+            "2",
+            "--max-replicas",
+            "3",
+            "--scale-down-delay",
+            "10m",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&proxy, &["status"]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("cli-model"))
+        .unwrap_or_default();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cols.get(7..9),
+        Some(&["2", "3"][..]),
+        "MIN and MAX columns:\n{table}"
+    );
+    let out = cli(&proxy, &["status", "cli-model", "--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["settings"]["scale_down_delay"], "10m");
+
+    // The scale-up to 2 is printed by the follower as it happens.
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("events --follow printed nothing");
+    assert!(
+        line.contains("cli-model") && line.contains("scaled_up") && line.contains("desired=2"),
+        "{line}"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    // Errors: out of range names the field; a wrong token and an unreachable proxy say so.
+    let out = cli(
+        &proxy,
+        &["scale", "cli-model", "--target-utilization", "150"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("deployments.cli-model.target_utilization: must be between 1 and 100"));
+    let out = Command::new(crate::harness::BIN)
+        .args(["status", "--admin", &proxy.admin, "--token", "wrong"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the token"));
+    let out = Command::new(crate::harness::BIN)
+        .args(["status", "--admin", "http://127.0.0.1:9", "--token", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the infergate admin API"));
+    // hibernate / resume through the CLI.
+    let out = cli(&proxy, &["hibernate", "cli-model"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "cli-model: hibernated"
+    );
+    let out = cli(&proxy, &["resume", "cli-model"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "cli-model: waking"
+    );
+}
