@@ -424,7 +424,7 @@ fn print_event(e: &Value, as_json: bool) {
 
 fn print_status(list: &[Value]) {
     println!(
-        "{:<28} {:<11} {:>5} {:>7} {:>8} {:>9} {:>7} {:>4} {:>4}  {}",
+        "{:<28} {:<11} {:>5} {:>7} {:>8} {:>9} {:>7} {:>4} {:>4}  NOTES",
         "DEPLOYMENT",
         "SERVING",
         "READY",
@@ -434,7 +434,6 @@ fn print_status(list: &[Value]) {
         "WAITING",
         "MIN",
         "MAX",
-        "NOTES"
     );
     for d in list {
         let replicas = d["replicas"].as_array().cloned().unwrap_or_default();
