@@ -8,6 +8,7 @@ mod cli;
 mod errors;
 mod fallback_route;
 mod metrics;
+mod reload;
 mod request_body;
 mod routing;
 mod serve;
@@ -173,7 +174,7 @@ fn serve_main(args: ServeArgs) -> ExitCode {
             rt.spawn(run_demo_provider());
         }
         let result = rt
-            .block_on(serve::run(config, &source))
+            .block_on(serve::run(config, &source, args.config.clone()))
             .map_err(|e| e.to_string());
         // Replicas are stopped by now; do not wait on idle keep-alive connections.
         rt.shutdown_timeout(std::time::Duration::from_secs(1));

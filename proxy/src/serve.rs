@@ -3,20 +3,17 @@
 
 use crate::admin;
 use crate::admin_token;
-use crate::app::{DataPlaneSettings, ProxyApp};
-use crate::routing::RouteTable;
-use arc_swap::ArcSwap;
+use crate::app::ProxyApp;
+use crate::reload::{check_provider_loops, Deployments};
 use infergate_config::Config;
-use infergate_config::{reaches_listener, ProviderUrl};
 use infergate_fallback::Providers;
 use infergate_scaler::events::{EventFile, EventLog};
-use infergate_scaler::{Controller, ControllerHandle};
 use pingora::listeners::Listeners;
 use pingora::server::Fds;
 use pingora::services::listening::Service;
 use pingora::services::Service as ServiceTrait;
-use std::collections::HashMap;
 use std::os::fd::IntoRawFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
@@ -50,12 +47,19 @@ pub enum ServeError {
 }
 
 /// Runs the proxy until SIGINT/SIGTERM, then shuts down gracefully.
-pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> {
+/// `config_path` is the file to reload on SIGHUP or change (none for the embedded demo).
+pub async fn run(
+    config: Config,
+    config_source: &str,
+    config_path: Option<PathBuf>,
+) -> Result<(), ServeError> {
     // Signal handlers first, so a signal during start-up still shuts down cleanly.
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| ServeError::Signals(e.to_string()))?;
     let mut sigint =
         signal(SignalKind::interrupt()).map_err(|e| ServeError::Signals(e.to_string()))?;
+    let mut sighup =
+        signal(SignalKind::hangup()).map_err(|e| ServeError::Signals(e.to_string()))?;
 
     // Bind listeners ourselves so port 0 works and the chosen address can be printed; pingora
     // takes the bound sockets over through its fd table.
@@ -103,19 +107,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
     }
 
     // Listeners on port 0 got their port only now: refuse providers that reach one of them.
-    for (name, provider) in &config.providers {
-        if let Some(url) = ProviderUrl::parse(&provider.base_url) {
-            if let Some(own) = url
-                .resolve()
-                .into_iter()
-                .find(|a| bound.iter().any(|l| reaches_listener(*a, *l)))
-            {
-                return Err(ServeError::Provider(format!(
-                    "providers.{name}.base_url: resolves to {own}, one of this proxy's own listeners: only external providers are allowed (a loop)"
-                )));
-            }
-        }
-    }
+    check_provider_loops(&config, &bound).map_err(ServeError::Provider)?;
     let providers =
         Arc::new(Providers::from_config(&config).map_err(|e| ServeError::Provider(e.to_string()))?);
 
@@ -127,21 +119,15 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
         }),
     );
 
-    let mut handles: Vec<ControllerHandle> = Vec::new();
-    let mut controllers = HashMap::new();
-    for (name, deployment) in &config.deployments {
-        let handle = Controller::spawn(name, deployment.clone(), event_sink.clone());
-        controllers.insert(name.clone(), handle.controller.clone());
-        handles.push(handle);
-    }
-    let router = Arc::new(ArcSwap::from_pointee(RouteTable::new(
-        &config,
-        &controllers,
+    let deployments = Deployments::start(
+        config.clone(),
+        config_path,
+        bound.clone(),
         &providers,
-    )));
-    let settings = Arc::new(ArcSwap::from_pointee(DataPlaneSettings {
-        max_body_size: config.server.max_body_size,
-    }));
+        event_sink.clone(),
+    );
+    let router = deployments.router().clone();
+    let settings = deployments.settings().clone();
     let h2c = config.server.listeners.iter().any(|l| l.h2c);
     let app = ProxyApp::new(router.clone(), settings, h2c);
     let mut service = Service::with_listeners("infergate".to_string(), listeners, app);
@@ -203,15 +189,27 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
         println!("{token_note}");
     }
 
-    let signal_name = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+    let mut deployments = deployments;
+    let mut file_check = tokio::time::interval(Duration::from_secs(1));
+    let signal_name = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => {
+                let _ = deployments.reload("SIGHUP");
+            }
+            _ = file_check.tick() => {
+                if deployments.file_changed() {
+                    let _ = deployments.reload("file changed");
+                }
+            }
+        }
     };
-    tracing::info!(signal = signal_name, grace = ?config.server.shutdown_grace.get(), "shutting down: no new connections, letting in-flight requests finish");
+    tracing::info!(signal = signal_name, grace = ?deployments.config().server.shutdown_grace.get(), "shutting down: no new connections, letting in-flight requests finish");
     let _ = stop_tx.send(true);
 
     // Let in-flight requests and streams finish, up to the grace period.
-    let deadline = Instant::now() + config.server.shutdown_grace.get();
+    let deadline = Instant::now() + deployments.config().server.shutdown_grace.get();
     loop {
         let table = router.load();
         let busy: u64 = table
@@ -235,7 +233,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), ServeError> 
         }
     }
     // Waiting requests get a clear 503; replicas are drained and stopped.
-    futures_util::future::join_all(handles.into_iter().map(|h| h.shutdown())).await;
+    deployments.shutdown().await;
     data_plane.abort();
     tracing::info!("infergate stopped");
     Ok(())

@@ -56,6 +56,8 @@ pub struct Proxy {
     pub tls_base: Option<String>,
     pub admin: String,
     pub stderr_path: PathBuf,
+    /// The config file it was started with (tests rewrite it to reload).
+    pub config_path: PathBuf,
 }
 
 impl Proxy {
@@ -119,6 +121,7 @@ impl Proxy {
             tls_base,
             admin,
             stderr_path,
+            config_path: path,
         }
     }
 

@@ -11,4 +11,5 @@ mod harness;
 mod hibernation;
 mod lifecycle;
 mod queueing;
+mod reload;
 mod tls;

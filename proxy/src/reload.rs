@@ -1,0 +1,225 @@
+//! The running deployments and hot reload (SPEC §7): on SIGHUP or a change of the config file the
+//! file is read again; deployments are added, changed (settings swapped on the controller, the
+//! routing table swapped whole) or removed (drained in the background) without touching requests
+//! in flight or waiting on the deployments that stay. An invalid file is refused with the field and
+//! the reason (log + event) and the running configuration stays.
+
+use crate::app::DataPlaneSettings;
+use crate::routing::RouteTable;
+use arc_swap::ArcSwap;
+use infergate_config::{reaches_listener, Config, ProviderUrl};
+use infergate_fallback::Providers;
+use infergate_scaler::{Controller, ControllerHandle, EventKind, EventSink, Numbers};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Refuses providers that would reach one of this proxy's bound listeners (a loop).
+pub fn check_provider_loops(config: &Config, bound: &[SocketAddr]) -> Result<(), String> {
+    for (name, provider) in &config.providers {
+        if let Some(url) = ProviderUrl::parse(&provider.base_url) {
+            if let Some(own) = url
+                .resolve()
+                .into_iter()
+                .find(|a| bound.iter().any(|l| reaches_listener(*a, *l)))
+            {
+                return Err(format!(
+                    "providers.{name}.base_url: resolves to {own}, one of this proxy's own listeners: only external providers are allowed (a loop)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The deployments running now, and what a reload needs to change them.
+pub struct Deployments {
+    config: Config,
+    path: Option<PathBuf>,
+    bound: Vec<SocketAddr>,
+    handles: HashMap<String, ControllerHandle>,
+    router: Arc<ArcSwap<RouteTable>>,
+    settings: Arc<ArcSwap<DataPlaneSettings>>,
+    events: EventSink,
+    /// (modified, length) of the file when last read, to notice changes.
+    seen: Option<(SystemTime, u64)>,
+}
+
+impl Deployments {
+    /// Starts a controller per deployment and builds the routing table.
+    pub fn start(
+        config: Config,
+        path: Option<PathBuf>,
+        bound: Vec<SocketAddr>,
+        providers: &Arc<Providers>,
+        events: EventSink,
+    ) -> Deployments {
+        let mut handles = HashMap::new();
+        for (name, d) in &config.deployments {
+            handles.insert(
+                name.clone(),
+                Controller::spawn(name, d.clone(), events.clone()),
+            );
+        }
+        let controllers = handles
+            .iter()
+            .map(|(n, h)| (n.clone(), h.controller.clone()))
+            .collect();
+        let router = Arc::new(ArcSwap::from_pointee(RouteTable::new(
+            &config,
+            &controllers,
+            providers,
+        )));
+        let settings = Arc::new(ArcSwap::from_pointee(DataPlaneSettings {
+            max_body_size: config.server.max_body_size,
+        }));
+        let seen = path.as_ref().and_then(|p| file_stamp(p));
+        Deployments {
+            config,
+            path,
+            bound,
+            handles,
+            router,
+            settings,
+            events,
+            seen,
+        }
+    }
+
+    /// The routing table the data plane and admin API read.
+    pub fn router(&self) -> &Arc<ArcSwap<RouteTable>> {
+        &self.router
+    }
+
+    /// The data-plane settings.
+    pub fn settings(&self) -> &Arc<ArcSwap<DataPlaneSettings>> {
+        &self.settings
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether the config file changed since it was last read.
+    pub fn file_changed(&self) -> bool {
+        match &self.path {
+            Some(p) => file_stamp(p) != self.seen,
+            None => false,
+        }
+    }
+
+    /// Reads the file again and applies it; on error the running configuration stays.
+    pub fn reload(&mut self, trigger: &str) -> Result<(), String> {
+        let Some(path) = self.path.clone() else {
+            return Err("running the embedded demo config: nothing to reload".into());
+        };
+        self.seen = file_stamp(&path);
+        let result = Config::load(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                check_provider_loops(&c, &self.bound)?;
+                let providers = Providers::from_config(&c).map_err(|e| e.to_string())?;
+                Ok((c, providers))
+            });
+        let (config, providers) = match result {
+            Ok(ok) => ok,
+            Err(reason) => {
+                tracing::error!(path = %path.display(), trigger, reason = %reason, "config reload refused; the running configuration stays");
+                self.events.emit(
+                    "",
+                    EventKind::ConfigRejected,
+                    "config",
+                    format!("reload of {} refused ({trigger}): {reason}", path.display()),
+                    Numbers::default(),
+                );
+                return Err(reason);
+            }
+        };
+        self.apply(config, Arc::new(providers), trigger);
+        Ok(())
+    }
+
+    fn apply(&mut self, config: Config, providers: Arc<Providers>, trigger: &str) {
+        let mut added = Vec::new();
+        let mut changed = Vec::new();
+        for (name, d) in &config.deployments {
+            match self.handles.get(name) {
+                Some(handle) => {
+                    let old = self.config.deployments.get(name);
+                    if old.map(json) == Some(json(d)) {
+                        continue;
+                    }
+                    if old.map(|o| json(&o.backend)) != Some(json(&d.backend)) {
+                        tracing::warn!(deployment = %name, "the backend of a running deployment changed: replicas started from now on are unaffected until infergate restarts; settings are applied");
+                    }
+                    // Validated with the whole file above.
+                    let _ = handle.controller.update_config(d.clone(), "config");
+                    changed.push(name.clone());
+                }
+                None => {
+                    let handle = Controller::spawn(name, d.clone(), self.events.clone());
+                    self.handles.insert(name.clone(), handle);
+                    added.push(name.clone());
+                }
+            }
+        }
+        let removed: Vec<String> = self
+            .handles
+            .keys()
+            .filter(|n| !config.deployments.contains_key(*n))
+            .cloned()
+            .collect();
+        let controllers = self
+            .handles
+            .iter()
+            .filter(|(n, _)| config.deployments.contains_key(*n))
+            .map(|(n, h)| (n.clone(), h.controller.clone()))
+            .collect::<HashMap<_, _>>();
+        self.router
+            .store(Arc::new(RouteTable::new(&config, &controllers, &providers)));
+        self.settings.store(Arc::new(DataPlaneSettings {
+            max_body_size: config.server.max_body_size,
+        }));
+        for name in &removed {
+            if let Some(handle) = self.handles.remove(name) {
+                // Out of the routing table already: drain what it still serves, then stop.
+                tokio::spawn(handle.shutdown());
+            }
+        }
+        if json(&config.server.listeners) != json(&self.config.server.listeners)
+            || json(&config.admin) != json(&self.config.admin)
+        {
+            tracing::warn!("listener or admin address changes take effect after a restart");
+        }
+        for (list, what) in [(&added, "added"), (&removed, "removed")] {
+            for name in list {
+                self.events.emit(
+                    name,
+                    EventKind::SettingsChanged,
+                    "config",
+                    format!("deployment {what} by a config reload ({trigger})"),
+                    Numbers::default(),
+                );
+            }
+        }
+        tracing::info!(trigger, ?added, ?changed, ?removed, "config reloaded");
+        self.config = config;
+    }
+
+    /// Stops every deployment: waiting requests are answered, replicas drained and stopped.
+    pub async fn shutdown(self) {
+        futures_util::future::join_all(self.handles.into_values().map(|h| h.shutdown())).await;
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+fn file_stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
