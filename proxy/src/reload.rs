@@ -75,7 +75,7 @@ impl Deployments {
         let settings = Arc::new(ArcSwap::from_pointee(DataPlaneSettings {
             max_body_size: config.server.max_body_size,
         }));
-        let seen = path.as_ref().and_then(|p| file_stamp(p));
+        let seen = path.as_deref().and_then(file_stamp);
         Deployments {
             config,
             path,
@@ -219,7 +219,7 @@ fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or_default()
 }
 
-fn file_stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
+fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
