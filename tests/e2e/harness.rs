@@ -73,6 +73,16 @@ impl Proxy {
 
     /// Starts infergate with a custom `[server]` body and extra environment variables.
     pub fn start_with_env(server: &str, deployments: &str, env: &[(&str, &str)]) -> Proxy {
+        Self::start_full(server, deployments, env, &[])
+    }
+
+    /// Starts infergate with a custom `[server]` body, environment and extra arguments.
+    pub fn start_full(
+        server: &str,
+        deployments: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Proxy {
         let dir = scratch_dir();
         let config = format!("[server]\n{server}\nshutdown_grace = \"20s\"\n[admin]\naddress = \"127.0.0.1:0\"\n{deployments}");
         let path = dir.join("infergate.toml");
@@ -83,6 +93,7 @@ impl Proxy {
             .envs(env.iter().copied())
             .arg("--config")
             .arg(&path)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()

@@ -177,3 +177,46 @@ async fn sigterm_lets_20_streams_finish_then_exits_with_no_replica_left() {
         assert!(!alive(pid), "replica {pid} survived");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
+    let proxy = Proxy::start_full(
+        "listeners = [{ address = \"127.0.0.1:0\" }]",
+        &sim_deployment(
+            "slow",
+            "min_replicas = 1\nqueue = { max_wait = \"300ms\" }",
+            "--cold-start 60s",
+        ),
+        &[],
+        &["--log-format", "json"],
+    );
+    let r = proxy.chat("slow", false, 2).await;
+    assert_eq!(r.status(), 504);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = proxy.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let of_request: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["span"]["name"] == "request")
+        .collect();
+    let messages: Vec<&str> = of_request
+        .iter()
+        .map(|l| l["fields"]["message"].as_str().unwrap_or_default())
+        .collect();
+    assert!(messages.contains(&"request failed"), "{messages:?}");
+    assert!(messages.contains(&"request done"), "{messages:?}");
+    let ids: std::collections::HashSet<String> = of_request
+        .iter()
+        .map(|l| l["span"]["request_id"].to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "one request, one id on all its lines: {ids:?}"
+    );
+    assert!(of_request.iter().all(|l| l["span"]["deployment"] == "slow"));
+}
