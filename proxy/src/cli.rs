@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{header, Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use infergate_fallback::provider::error_chain;
 use serde_json::{json, Map, Value};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -210,17 +211,6 @@ impl Api {
         serde_json::from_slice(&bytes)
             .map_err(|e| CliError::Usage(format!("unexpected answer: {e}")))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Runs one verb; prints the result; exit code 0 on success, 1 on failure.

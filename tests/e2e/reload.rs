@@ -36,6 +36,21 @@ fn streams(
         .collect()
 }
 
+/// Awaits every stream; fails listing those not answered 200 with a complete stream.
+async fn assert_none_lost(running: Vec<tokio::task::JoinHandle<Result<(), String>>>, n: usize) {
+    let mut lost = Vec::new();
+    for s in running {
+        if let Err(e) = s.await.unwrap() {
+            lost.push(e);
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {n} streams lost: {lost:?}",
+        lost.len()
+    );
+}
+
 fn config_text(proxy: &Proxy) -> String {
     std::fs::read_to_string(&proxy.config_path).unwrap()
 }
@@ -73,17 +88,7 @@ async fn reload_under_50_streams_changes_and_adds_deployments_and_refuses_invali
     let r = proxy.chat("added", false, 2).await;
     assert_eq!(r.status(), 200);
 
-    let mut lost = Vec::new();
-    for s in running {
-        if let Err(e) = s.await.unwrap() {
-            lost.push(e);
-        }
-    }
-    assert!(
-        lost.is_empty(),
-        "{} of 50 streams lost: {lost:?}",
-        lost.len()
-    );
+    assert_none_lost(running, 50).await;
 
     // An invalid file (changed on disk, no signal): refused with field and reason; old config stays.
     let broken = changed.replace("max_replicas = 4", "max_replicas = 0");
@@ -160,17 +165,7 @@ async fn sigterm_lets_20_streams_finish_then_exits_with_no_replica_left() {
     .await
     .unwrap();
     let (exit, refused) = status;
-    let mut lost = Vec::new();
-    for s in running {
-        if let Err(e) = s.await.unwrap() {
-            lost.push(e);
-        }
-    }
-    assert!(
-        lost.is_empty(),
-        "{} of 20 streams lost: {lost:?}",
-        lost.len()
-    );
+    assert_none_lost(running, 20).await;
     assert!(exit.success(), "{exit:?}");
     assert!(refused, "new connections were accepted during shutdown");
     for pid in replicas {
