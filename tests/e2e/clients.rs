@@ -140,6 +140,36 @@ pub fn python() -> PathBuf {
     py
 }
 
+/// Runs `python -c script args…` (feeding `stdin` if given) off the async threads.
+pub async fn run_python(
+    py: PathBuf,
+    script: &'static str,
+    args: &[&str],
+    stdin: Option<String>,
+) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(py)
+            .arg("-c")
+            .arg(script)
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            use std::io::Write;
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input); // end of input before waiting
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 const PY_SCRIPT: &str = r#"
 import sys, openai
 client = openai.OpenAI(base_url=sys.argv[1], api_key="unused")
@@ -172,16 +202,7 @@ async fn python_openai_client_chat_stream_completions_embeddings_models() {
     let py = tokio::task::spawn_blocking(python).await.unwrap();
     let proxy = proxy();
     let base = proxy.url("/v1");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .arg("-c")
-            .arg(PY_SCRIPT)
-            .arg(base)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = run_python(py, PY_SCRIPT, &[&base], None).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("python-openai-ok"),

@@ -2,7 +2,7 @@
 //! changes observed end to end, the event log listed and streamed, and `/metrics` parsed by the
 //! official Prometheus Python parser.
 
-use crate::clients::python;
+use crate::clients::{python, run_python};
 use crate::harness::{sim_deployment, Proxy, ADMIN_TOKEN};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -148,18 +148,7 @@ async fn admin_api_needs_the_token_and_settings_changes_take_effect() {
     assert!(event["time"].as_str().unwrap().ends_with('Z'));
 
     // The list has the rejected and accepted changes and the replicas that came.
-    let events: Value = proxy
-        .admin_get("/admin/v1/events?deployment=api")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let kinds: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
+    let kinds = proxy.event_types("deployment=api").await;
     for kind in [
         "scaled_up",
         "replica_started",
@@ -167,7 +156,7 @@ async fn admin_api_needs_the_token_and_settings_changes_take_effect() {
         "config_rejected",
         "settings_changed",
     ] {
-        assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
+        assert!(kinds.iter().any(|k| k == kind), "{kind} missing: {kinds:?}");
     }
 }
 
@@ -199,25 +188,7 @@ async fn metrics_parse_as_prometheus_text_and_hold_every_family() {
         .text()
         .await
         .unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(py)
-            .args(["-c", PARSE_METRICS])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
+    let out = run_python(py, PARSE_METRICS, &[], Some(text)).await;
     let parsed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),

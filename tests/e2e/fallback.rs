@@ -4,7 +4,7 @@
 //! breaking; waiting when every provider is down; replica errors, overload and maintenance;
 //! loop refusal; and the provider key never leaking.
 
-use crate::clients::python;
+use crate::clients::{python, run_python};
 use crate::harness::{chat, scratch_dir, sim_deployment, Proxy, SimServer, BIN};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -204,20 +204,17 @@ async fn cold_start_is_answered_by_the_provider_then_traffic_ramps_back_to_the_r
     );
     assert!(!metrics.contains(KEY));
     bodies.push(metrics);
-    let events: Value = proxy
-        .admin_get("/admin/v1/events?type=fallback_engaged,fallback_released")
+    let kinds = proxy
+        .event_types("type=fallback_engaged,fallback_released")
+        .await;
+    assert_eq!(kinds, vec!["fallback_engaged", "fallback_released"]);
+    let events = proxy
+        .admin_get("/admin/v1/events")
         .await
-        .json()
+        .text()
         .await
         .unwrap();
-    let kinds: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, vec!["fallback_engaged", "fallback_released"]);
-    bodies.push(events.to_string());
+    bodies.push(events);
     assert_key_never_leaked(&proxy, &bodies).await;
 }
 
@@ -252,14 +249,7 @@ async fn python_openai_client_streams_through_the_fallback_unchanged() {
         provider("saas", &saas, ""),
     ));
     let base = proxy.url("/v1");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .args(["-c", PY_STREAM, &base])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = run_python(py, PY_STREAM, &[&base], None).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("python-stream-through-fallback-ok"),

@@ -159,6 +159,22 @@ impl Proxy {
             .unwrap()
     }
 
+    /// The types of the events the admin API lists for `query` (e.g. `deployment=x`), in order.
+    pub async fn event_types(&self, query: &str) -> Vec<String> {
+        let events: Value = self
+            .admin_get(&format!("/admin/v1/events?{query}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// `POST` on the admin listener with the token.
     pub async fn admin_post(&self, path: &str) -> reqwest::Response {
         reqwest::Client::new()
