@@ -122,10 +122,14 @@ impl ProxyApp {
                 }
             }
         };
-        let deployment = deployment.as_deref().unwrap_or("none");
-        crate::metrics::request(deployment, &outcome.route, outcome.status);
-        if let Some(waited) = outcome.queued {
-            crate::metrics::queue_wait(deployment, waited);
+        match &deployment {
+            Some(d) => {
+                d.metrics.request(&outcome.route, outcome.status);
+                if let Some(waited) = outcome.queued {
+                    d.metrics.queue_wait(waited);
+                }
+            }
+            None => crate::metrics::request_without_deployment(&outcome.route, outcome.status),
         }
         tracing::info!(
             method = %session.req_header().method,
@@ -144,7 +148,7 @@ impl ProxyApp {
         session: &mut ServerSession,
         request_id: u64,
         started: Instant,
-        routed_to: &mut Option<String>,
+        routed_to: &mut Option<Arc<DeploymentEntry>>,
     ) -> Result<Outcome, ProxyError> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
@@ -229,7 +233,7 @@ impl ProxyApp {
         };
         drop(table);
         tracing::Span::current().record("deployment", deployment.name.as_str());
-        *routed_to = Some(deployment.name.clone());
+        *routed_to = Some(deployment.clone());
         if session.req_header().headers.contains_key(FORWARDED_MARKER) {
             return Err(ProxyError::LoopDetected);
         }
@@ -442,7 +446,9 @@ impl ProxyApp {
         {
             return Ok(Outcome::client_gone(route, status, queued));
         }
-        crate::metrics::time_to_first_byte(&deployment.name, &route, started.elapsed());
+        deployment
+            .metrics
+            .time_to_first_byte(&route, started.elapsed());
 
         let idle = config.upstream.idle_timeout.get();
         loop {

@@ -180,7 +180,9 @@ impl DeploymentFallback {
             let route = format!("fallback/{}", provider.name);
             crate::metrics::fallback(&deployment.name, &provider.name, reason);
             let reusable = relay(session, provider, response, &route, reason, || {
-                crate::metrics::time_to_first_byte(&deployment.name, &route, started.elapsed())
+                deployment
+                    .metrics
+                    .time_to_first_byte(&route, started.elapsed())
             })
             .await;
             return FallbackResult::Answered {

@@ -4,7 +4,8 @@
 
 use crate::routing::RouteTable;
 use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Histogram, Unit,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::atomic::Ordering;
@@ -94,33 +95,68 @@ pub fn render(handle: &PrometheusHandle, table: &RouteTable) -> String {
     handle.render()
 }
 
-/// One answered request. `route` is `replica/<id>`, `fallback/<provider>` or a proxy-level route;
-/// only its kind is a label (low cardinality).
-pub fn request(deployment: &str, route: &str, status: u16) {
-    let kind: &'static str = match route.split('/').next() {
+/// The label value of a route: only its kind (low cardinality).
+fn route_kind(route: &str) -> &'static str {
+    match route.split('/').next() {
         Some("replica") => "replica",
         Some("fallback") => "fallback",
         Some("queue") => "queue",
         _ => "proxy",
-    };
-    counter!("infergate_requests_total", "deployment" => deployment.to_string(), "route" => kind, "status" => status.to_string()).increment(1);
+    }
 }
 
-/// Time a request waited in the queue.
-pub fn queue_wait(deployment: &str, waited: Duration) {
-    histogram!("infergate_queue_wait_seconds", "deployment" => deployment.to_string())
-        .record(waited.as_secs_f64());
+/// One answered request that reached no deployment (unknown model, bad request…).
+pub fn request_without_deployment(route: &str, status: u16) {
+    counter!("infergate_requests_total", "deployment" => "none", "route" => route_kind(route), "status" => status.to_string()).increment(1);
 }
 
-/// Time to the first byte of a response.
-pub fn time_to_first_byte(deployment: &str, route: &str, elapsed: Duration) {
-    let kind = if route.starts_with("fallback/") {
-        "fallback"
-    } else {
-        "replica"
-    };
-    histogram!("infergate_time_to_first_byte_seconds", "deployment" => deployment.to_string(), "route" => kind)
-        .record(elapsed.as_secs_f64());
+/// A deployment's metric handles, registered once when the routing table is built so that the
+/// common cases on the request path touch a ready handle (no label allocation, no registry lookup).
+pub struct DeploymentMetrics {
+    name: String,
+    replica_ok: Counter,
+    fallback_ok: Counter,
+    queue_wait: Histogram,
+    ttfb_replica: Histogram,
+    ttfb_fallback: Histogram,
+}
+
+impl DeploymentMetrics {
+    /// Registers the handles of deployment `name`.
+    pub fn new(name: &str) -> Self {
+        let n = || name.to_string();
+        DeploymentMetrics {
+            name: n(),
+            replica_ok: counter!("infergate_requests_total", "deployment" => n(), "route" => "replica", "status" => "200"),
+            fallback_ok: counter!("infergate_requests_total", "deployment" => n(), "route" => "fallback", "status" => "200"),
+            queue_wait: histogram!("infergate_queue_wait_seconds", "deployment" => n()),
+            ttfb_replica: histogram!("infergate_time_to_first_byte_seconds", "deployment" => n(), "route" => "replica"),
+            ttfb_fallback: histogram!("infergate_time_to_first_byte_seconds", "deployment" => n(), "route" => "fallback"),
+        }
+    }
+
+    /// One answered request; `route` is `replica/<id>`, `fallback/<provider>` or proxy-level.
+    pub fn request(&self, route: &str, status: u16) {
+        match (route_kind(route), status) {
+            ("replica", 200) => self.replica_ok.increment(1),
+            ("fallback", 200) => self.fallback_ok.increment(1),
+            (kind, status) => counter!("infergate_requests_total", "deployment" => self.name.clone(), "route" => kind, "status" => status.to_string()).increment(1),
+        }
+    }
+
+    /// Time a request waited in the queue.
+    pub fn queue_wait(&self, waited: Duration) {
+        self.queue_wait.record(waited.as_secs_f64());
+    }
+
+    /// Time to the first byte of a response.
+    pub fn time_to_first_byte(&self, route: &str, elapsed: Duration) {
+        if route.starts_with("fallback/") {
+            self.ttfb_fallback.record(elapsed.as_secs_f64());
+        } else {
+            self.ttfb_replica.record(elapsed.as_secs_f64());
+        }
+    }
 }
 
 /// A request a provider answered.

@@ -3,6 +3,7 @@
 //! whole (`ArcSwap`) on reload, so lookups take no lock.
 
 use crate::fallback_route::DeploymentFallback;
+use crate::metrics::DeploymentMetrics;
 use infergate_config::{Config, DeploymentConfig};
 use infergate_fallback::Providers;
 use infergate_scaler::Controller;
@@ -19,6 +20,8 @@ pub struct DeploymentEntry {
     pub controller: Arc<Controller>,
     /// External providers that answer while replicas cannot, if configured.
     pub fallback: Option<DeploymentFallback>,
+    /// Its Prometheus handles.
+    pub metrics: DeploymentMetrics,
 }
 
 /// The routing table.
@@ -60,6 +63,7 @@ impl RouteTable {
                     .fallback
                     .as_ref()
                     .map(|f| DeploymentFallback::new(f, providers)),
+                metrics: DeploymentMetrics::new(name),
             }));
             for model in d.names(name) {
                 table.by_model.insert(model.to_string(), index);

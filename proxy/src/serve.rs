@@ -60,6 +60,8 @@ pub async fn run(
         signal(SignalKind::interrupt()).map_err(|e| ServeError::Signals(e.to_string()))?;
     let mut sighup =
         signal(SignalKind::hangup()).map_err(|e| ServeError::Signals(e.to_string()))?;
+    // Before any deployment registers its metric handles.
+    let prometheus = crate::metrics::install().map_err(ServeError::Provider)?;
 
     // Bind listeners ourselves so port 0 works and the chosen address can be printed; pingora
     // takes the bound sockets over through its fd table.
@@ -151,7 +153,6 @@ pub async fn run(
                 address: config.admin.address.clone(),
                 reason: format!("cannot write the admin token file: {e}"),
             })?;
-        let prometheus = crate::metrics::install().map_err(ServeError::Provider)?;
         let metrics_router = router.clone();
         let state = Arc::new(admin::AdminState {
             router: router.clone(),
