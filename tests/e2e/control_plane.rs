@@ -182,12 +182,7 @@ async fn metrics_parse_as_prometheus_text_and_hold_every_family() {
     }
     assert_eq!(proxy.chat("unknown-model", false, 3).await.status(), 404);
     // Metrics need no token (scrapers).
-    let text = reqwest::get(format!("{}/metrics", proxy.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = proxy.metrics().await;
     let out = run_python(py, PARSE_METRICS, &[], Some(text)).await;
     let parsed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
@@ -214,12 +209,7 @@ async fn metrics_parse_as_prometheus_text_and_hold_every_family() {
             "{family} ({kind}) missing:\n{parsed}"
         );
     }
-    let raw = reqwest::get(format!("{}/metrics", proxy.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let raw = proxy.metrics().await;
     assert!(
         raw.contains(r#"infergate_requests_total{deployment="m",route="replica",status="200"} 3"#),
         "{raw}"

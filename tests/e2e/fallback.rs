@@ -192,12 +192,7 @@ async fn cold_start_is_answered_by_the_provider_then_traffic_ramps_back_to_the_r
     let state = proxy.state("chat").await;
     assert_eq!(state["fallback_engaged"], false, "{state:#}");
     assert_eq!(state["fallback_requests_in_flight"], 0);
-    let metrics = reqwest::get(format!("{}/metrics", proxy.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains(r#"infergate_fallback_requests_total{deployment="chat",provider="saas",reason="cold_start"}"#),
         "{metrics}"

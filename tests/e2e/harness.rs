@@ -175,6 +175,16 @@ impl Proxy {
             .collect()
     }
 
+    /// The Prometheus text of `/metrics` (no token: scrapers need none).
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `POST` on the admin listener with the token.
     pub async fn admin_post(&self, path: &str) -> reqwest::Response {
         reqwest::Client::new()
