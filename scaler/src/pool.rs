@@ -16,6 +16,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 /// A request that waits for a slot.
 struct Waiter {
     tx: oneshot::Sender<Slot>,
+    /// Shared with the waiting request's guard: whoever clears it takes the request out of the
+    /// `waiting` count, so it is taken out exactly once.
+    counted: Arc<AtomicBool>,
 }
 
 /// Why a request could not get a slot.
@@ -100,13 +103,26 @@ impl Drop for Slot {
     }
 }
 
-/// Decrements the waiting counter when a waiting request leaves the queue for any reason.
-struct WaitingGuard<'a>(&'a AtomicU64);
+/// Takes a waiting request out of the `waiting` count when it leaves the queue for any reason,
+/// unless the dispatcher already did when it handed the request a slot.
+struct WaitingGuard<'a> {
+    waiting: &'a AtomicU64,
+    counted: Arc<AtomicBool>,
+}
 
 impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        uncount(self.waiting, &self.counted);
     }
+}
+
+/// Removes one request from `waiting` if it is still counted there; true when it was.
+fn uncount(waiting: &AtomicU64, counted: &AtomicBool) -> bool {
+    let was = counted.swap(false, Ordering::AcqRel);
+    if was {
+        waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+    was
 }
 
 impl ReplicaPool {
@@ -321,13 +337,17 @@ impl ReplicaPool {
             }
         }
         let before = self.waiting.fetch_add(1, Ordering::AcqRel);
-        let _guard = WaitingGuard(&self.waiting);
+        let counted = Arc::new(AtomicBool::new(true));
+        let _guard = WaitingGuard {
+            waiting: &self.waiting,
+            counted: counted.clone(),
+        };
         if before >= max_waiting {
             return Err(AcquireError::QueueFull { waiting: before });
         }
         let since = Instant::now();
         let (tx, rx) = oneshot::channel();
-        if self.queue_tx.send(Waiter { tx }).is_err() {
+        if self.queue_tx.send(Waiter { tx, counted }).is_err() {
             return Err(AcquireError::Closed);
         }
         self.signal_demand(since);
@@ -356,17 +376,24 @@ impl ReplicaPool {
                     None => return,
                 },
             };
-            if waiter.tx.is_closed() {
-                continue; // the client left while waiting
-            }
-            if self.is_closed() {
-                drop(waiter);
+            if waiter.tx.is_closed() || self.is_closed() {
+                // The client left while waiting (or the pool closed): out of the count if it
+                // was put back in it, then dropped (the receiver sees `Closed`).
+                uncount(&self.waiting, &waiter.counted);
                 continue;
             }
+            // Out of `waiting` before the slot counts it in flight, so the load the autoscaler
+            // samples never counts a request twice during the hand-over.
+            let was_counted = uncount(&self.waiting, &waiter.counted);
             if let Some(slot) = self.try_acquire() {
                 // If the receiver just went away, the slot comes back to us and is released on drop.
                 let _ = waiter.tx.send(slot);
                 continue;
+            }
+            if was_counted && !waiter.tx.is_closed() {
+                // Lost the race for the slot: back in the count, still first in line.
+                self.waiting.fetch_add(1, Ordering::AcqRel);
+                waiter.counted.store(true, Ordering::Release);
             }
             tokio::select! {
                 _ = self.capacity_changed.notified() => {}
