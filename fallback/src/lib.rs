@@ -5,28 +5,17 @@
 //! Nothing here decides *when* to fall back; the data plane does, from the deployment's state.
 
 pub mod breaker;
+pub mod headers;
 pub mod provider;
 pub mod ramp;
 pub mod rewrite;
 pub mod secret;
 
 pub use breaker::CircuitBreaker;
+pub use headers::HOP_BY_HOP_REQUEST_HEADERS;
 pub use provider::{Provider, ProviderError, Providers};
 pub use ramp::RampBack;
 pub use secret::ApiKey;
 
 /// Request header that marks a request forwarded by an infergate; one arriving with it is a loop.
 pub const FORWARDED_MARKER: &str = "x-infergate-forwarded";
-
-/// Request headers that describe one hop and are never forwarded (the data plane's requests to
-/// replicas drop them too).
-pub const HOP_BY_HOP_REQUEST_HEADERS: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-];

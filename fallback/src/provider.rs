@@ -2,9 +2,10 @@
 //! optional extra CA) or plain HTTP, with its API key, model mapping, priority, timeout and circuit.
 
 use crate::breaker::CircuitBreaker;
+use crate::headers::{connection_tokens, is_hop_by_hop, provider_may_receive};
 use crate::rewrite::{provider_path, with_model};
-use crate::secret::ApiKey;
-use crate::{FORWARDED_MARKER, HOP_BY_HOP_REQUEST_HEADERS};
+use crate::secret::{ApiKey, StreamRedactor};
+use crate::FORWARDED_MARKER;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
@@ -17,15 +18,6 @@ use infergate_config::{Config, ProviderConfig, ProviderUrl};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Request headers never passed to a provider besides the hop-by-hop ones: our own routing
-/// header, and the client's credentials (the provider gets its own key instead).
-const DROPPED: [&str; 4] = [
-    "host",
-    "authorization",
-    "content-length",
-    "x-infergate-deployment",
-];
 
 /// Why a provider could not be set up or did not answer usefully.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +138,7 @@ impl Provider {
     }
 
     /// The request for this provider: its URL, Host and key, the model mapped, a loop marker, the
-    /// client's other headers and the body otherwise unchanged.
+    /// client's allowlisted headers (see [`crate::headers`]) and the body otherwise unchanged.
     pub fn request(
         &self,
         method: &Method,
@@ -167,9 +159,10 @@ impl Provider {
         );
         let mut builder = Request::builder().method(method.clone()).uri(uri);
         if let Some(h) = builder.headers_mut() {
+            // An allowlist: the client's credentials and cookies never reach a third party.
+            let connection = connection_tokens(headers);
             for (name, value) in headers {
-                let name_str = name.as_str();
-                if !DROPPED.contains(&name_str) && !HOP_BY_HOP_REQUEST_HEADERS.contains(&name_str) {
+                if provider_may_receive(name) && !is_hop_by_hop(name, &connection) {
                     h.append(name.clone(), value.clone());
                 }
             }
@@ -211,6 +204,16 @@ impl Provider {
             Some(key) => key.redact(text),
             None => text.to_vec(),
         }
+    }
+
+    /// Whether requests carry our key (so answers must be cleaned of it).
+    pub fn has_key(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// A redactor for a streamed body of this provider (the key may straddle two chunks).
+    pub fn stream_redactor(&self) -> StreamRedactor {
+        StreamRedactor::new(self.key.clone())
     }
 }
 

@@ -222,12 +222,19 @@ async fn relay(
     };
     for (name, value) in &parts.headers {
         if !HOP_BY_HOP.contains(&name.as_str()) {
-            let _ = header.append_header(name.clone(), value.clone());
+            let clean = provider.redact(value.as_bytes());
+            match http::HeaderValue::from_bytes(&clean) {
+                Ok(v) => {
+                    let _ = header.append_header(name.clone(), v);
+                }
+                Err(_) => continue,
+            }
         }
     }
     let _ = header.insert_header("x-infergate-route", route);
     let _ = header.insert_header("x-infergate-fallback-reason", reason);
     let idle = provider.timeout;
+    let mut redactor = provider.stream_redactor();
 
     if !(200..300).contains(&status) {
         let mut buffered = Vec::new();
@@ -253,6 +260,18 @@ async fn relay(
             && session.finish_body().await.is_ok();
     }
 
+    // Framed like a replica's answer: the provider's Content-Length when it gave one (and the
+    // key cannot change the length: redaction may, so then chunked), else chunked. Never a
+    // close-delimited body, which would make a cut stream look complete.
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if length.is_none() || provider.has_key() {
+        let _ = header.remove_header(&header::CONTENT_LENGTH);
+        let _ = header.insert_header(header::TRANSFER_ENCODING, "chunked");
+    }
     if session
         .write_response_header(Box::new(header))
         .await
@@ -267,7 +286,8 @@ async fn relay(
             frame = tokio::time::timeout(idle, body.frame()) => match frame {
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        if session.write_response_body(data, false).await.is_err() {
+                        let clean = Bytes::from(redactor.push(&data));
+                        if !clean.is_empty() && session.write_response_body(clean, false).await.is_err() {
                             tracing::info!(provider = %provider.name, "client disconnected mid-response; cancelling the provider request");
                             return false;
                         }
@@ -275,11 +295,13 @@ async fn relay(
                 }
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    tracing::warn!(provider = %provider.name, error = %e, "provider failed mid-response; aborting the response");
+                    tracing::warn!(provider = %provider.name, error = %infergate_fallback::provider::error_chain(&e), "provider failed mid-response; aborting the response so the client sees it failed");
+                    session.shutdown().await;
                     return false;
                 }
                 Err(_) => {
-                    tracing::warn!(provider = %provider.name, idle_ms = idle.as_millis() as u64, "provider silent too long mid-response; aborting");
+                    tracing::warn!(provider = %provider.name, idle_ms = idle.as_millis() as u64, "provider silent too long mid-response; aborting the response so the client sees it failed");
+                    session.shutdown().await;
                     return false;
                 }
             },
@@ -288,6 +310,10 @@ async fn relay(
                 return false;
             }
         }
+    }
+    let rest = Bytes::from(redactor.finish());
+    if !rest.is_empty() && session.write_response_body(rest, false).await.is_err() {
+        return false;
     }
     session.finish_body().await.is_ok()
 }

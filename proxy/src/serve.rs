@@ -216,7 +216,11 @@ pub async fn run(
         let busy: u64 = table
             .deployments
             .iter()
-            .map(|d| d.controller.pool().in_flight())
+            .map(|d| {
+                // Replica requests and requests a provider is answering: both are the grace's.
+                let pool = d.controller.pool();
+                pool.in_flight() + pool.external()
+            })
             .sum();
         if busy == 0 || Instant::now() >= deadline {
             if busy > 0 {

@@ -6,6 +6,8 @@ mod autoscaling;
 mod clients;
 mod control_plane;
 mod data_plane;
+mod edge_fallback;
+mod fake_upstream;
 mod fallback;
 mod harness;
 mod hibernation;
