@@ -9,9 +9,10 @@ use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use std::io::{BufRead, BufReader, Write};
+use infergate_benches::start;
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -32,41 +33,6 @@ struct Opts {
     /// Completion tokens per request (the simulated server answers at once: 0 ms TTFT).
     #[arg(long, default_value_t = 1)]
     max_tokens: u32,
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a command and returns it with the first `http://` URL it prints on stdout after `marker`.
-fn start(mut cmd: Command, marker: &str) -> (Running, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("process ended before printing its address")
-            .expect("read");
-        if line.contains(marker) {
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                break url.to_string();
-            }
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (Running(child), url)
 }
 
 /// Prints the first few distinct failures so errors in a run can be explained.

@@ -71,12 +71,28 @@ impl ProviderUrl {
         }
     }
 
-    /// The addresses the host resolves to now (empty if it does not resolve).
+    /// The addresses the host resolves to now (empty if it does not resolve). A trailing dot
+    /// (`localhost.`, the fully-qualified spelling) resolves like the name without it.
     pub fn resolve(&self) -> Vec<SocketAddr> {
-        (self.host.as_str(), self.port)
+        let host = self.host.strip_suffix('.').unwrap_or(&self.host);
+        let mut found: Vec<SocketAddr> = (host, self.port)
             .to_socket_addrs()
             .map(|a| a.collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if found.is_empty() && host != self.host {
+            found = (self.host.as_str(), self.port)
+                .to_socket_addrs()
+                .map(|a| a.collect())
+                .unwrap_or_default();
+        }
+        found
+    }
+
+    /// The first address this URL resolves to that is one of `listeners` (a loop), if any.
+    pub fn own_listener(&self, listeners: &[SocketAddr]) -> Option<SocketAddr> {
+        self.resolve()
+            .into_iter()
+            .find(|a| listeners.iter().any(|l| reaches_listener(*a, *l)))
     }
 }
 
@@ -86,10 +102,12 @@ pub fn reaches_listener(target: SocketAddr, listener: SocketAddr) -> bool {
     if target.port() != listener.port() {
         return false;
     }
-    if target.ip() == listener.ip() {
+    // `::ffff:127.0.0.1` is 127.0.0.1; connecting to 0.0.0.0 or `::` reaches this host.
+    let (to, at) = (target.ip().to_canonical(), listener.ip().to_canonical());
+    if to == at {
         return true;
     }
-    listener.ip().is_unspecified() && is_local(target.ip())
+    (at.is_unspecified() && is_local(to)) || (to.is_unspecified() && is_local(at))
 }
 
 fn is_local(ip: IpAddr) -> bool {
@@ -137,5 +155,28 @@ mod tests {
         assert!(!reaches_listener(a("127.0.0.1:8081"), a("0.0.0.0:8080")));
         assert!(!reaches_listener(a("127.0.0.2:8080"), a("127.0.0.1:8080")));
         assert!(!reaches_listener(a("203.0.113.9:8080"), a("0.0.0.0:8080")));
+        assert!(reaches_listener(
+            a("[::ffff:127.0.0.1]:8080"),
+            a("127.0.0.1:8080")
+        ));
+        assert!(reaches_listener(a("0.0.0.0:8080"), a("127.0.0.1:8080")));
+        assert!(reaches_listener(a("[::]:8080"), a("127.0.0.1:8080")));
+    }
+
+    #[test]
+    fn other_spellings_of_this_host_are_recognised() {
+        let own = ["127.0.0.1:8080".parse::<SocketAddr>().unwrap()];
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://localhost.:8080",
+            "http://[::ffff:127.0.0.1]:8080",
+            "http://0.0.0.0:8080",
+            "http://127.1:8080",
+        ] {
+            let u = ProviderUrl::parse(url).unwrap();
+            assert!(u.own_listener(&own).is_some(), "{url}");
+        }
+        let other = ProviderUrl::parse("http://127.0.0.1:8081").unwrap();
+        assert!(other.own_listener(&own).is_none());
     }
 }

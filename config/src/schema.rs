@@ -145,6 +145,18 @@ pub struct ServerConfig {
     pub max_body_size: u64,
     /// How long in-flight requests may take to finish when infergate is asked to stop.
     pub shutdown_grace: HumanDuration,
+    /// Longest time from a new connection (or the first byte of a request on a kept-alive one)
+    /// to a complete request header; slower clients are closed (slowloris).
+    pub header_read_timeout: HumanDuration,
+    /// Longest a kept-alive connection may sit idle between requests (HTTP/1.1 and HTTP/2).
+    pub keepalive_idle_timeout: HumanDuration,
+    /// Most client connections open at once; more are refused (503 on HTTP/1.1, then closed).
+    pub max_connections: u32,
+    /// Longest silence between two pieces of a request body (408 after it).
+    pub body_read_timeout: HumanDuration,
+    /// Slowest accepted average body upload, in bytes per second, after a first
+    /// `body_read_timeout` of grace (408 below it).
+    pub min_body_rate: u64,
 }
 
 impl Default for ServerConfig {
@@ -153,6 +165,11 @@ impl Default for ServerConfig {
             listeners: vec![ListenerConfig::default()],
             max_body_size: 32 * 1024 * 1024,
             shutdown_grace: HumanDuration::secs(30),
+            header_read_timeout: HumanDuration::secs(10),
+            keepalive_idle_timeout: HumanDuration::secs(60),
+            max_connections: 10_000,
+            body_read_timeout: HumanDuration::secs(30),
+            min_body_rate: 1024,
         }
     }
 }
@@ -307,6 +324,22 @@ pub struct RouteConfig {
     pub path_prefix: Option<String>,
     /// Requests whose Host header (without port) is one of these go here.
     pub hosts: Vec<String>,
+    /// Paths besides `/v1/*` that clients may reach on a replica (exact, or a prefix ending in
+    /// `*`), e.g. `["/tokenize", "/detokenize"]`. A replica's own `/metrics`, `/health` or vLLM's
+    /// `/sleep` stay out of clients' reach unless listed.
+    pub passthrough: Vec<String>,
+}
+
+impl RouteConfig {
+    /// Whether a client may reach `path` (the path sent upstream, query excluded) on a replica:
+    /// the OpenAI API under `/v1/`, or a path listed in `passthrough`.
+    pub fn allows_upstream_path(&self, path: &str) -> bool {
+        path.starts_with("/v1/")
+            || self.passthrough.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => path.starts_with(prefix),
+                None => path == p,
+            })
+    }
 }
 
 /// Readiness polling of replicas.
@@ -315,8 +348,15 @@ pub struct RouteConfig {
 pub struct HealthConfig {
     /// Path answered 2xx by a ready replica.
     pub path: String,
-    /// Poll interval while a replica starts (and for static replicas, always).
+    /// Poll interval while a replica starts (and while a static replica is not ready).
     pub interval: HumanDuration,
+    /// Poll interval once a replica is ready: a replica that hangs is noticed this often.
+    pub interval_ready: HumanDuration,
+    /// Consecutive failed checks of a ready replica before it gets no new requests (and, on
+    /// the process backend, is replaced).
+    pub failures_to_eject: u32,
+    /// Longest a check may take before it counts as failed.
+    pub timeout: HumanDuration,
 }
 
 impl Default for HealthConfig {
@@ -324,6 +364,9 @@ impl Default for HealthConfig {
         HealthConfig {
             path: "/health".into(),
             interval: HumanDuration::millis(250),
+            interval_ready: HumanDuration::secs(5),
+            failures_to_eject: 3,
+            timeout: HumanDuration::secs(2),
         }
     }
 }
@@ -357,6 +400,9 @@ pub struct UpstreamConfig {
     pub response_timeout: HumanDuration,
     /// Longest silence between two chunks of a response body.
     pub idle_timeout: HumanDuration,
+    /// Client request headers never sent to this deployment's replicas (case-insensitive), on
+    /// top of the hop-by-hop ones, e.g. `["cookie", "x-api-key"]`.
+    pub strip_headers: Vec<String>,
 }
 
 impl Default for UpstreamConfig {
@@ -365,6 +411,7 @@ impl Default for UpstreamConfig {
             connect_timeout: HumanDuration::secs(2),
             response_timeout: HumanDuration::secs(600),
             idle_timeout: HumanDuration::secs(300),
+            strip_headers: Vec::new(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Validation: every setting checked against its allowed range, errors naming the field path.
 
 use crate::duration::HumanDuration;
-use crate::provider_url::{reaches_listener, ProviderUrl};
+use crate::provider_url::ProviderUrl;
 use crate::schema::*;
 use std::collections::HashMap;
 use std::fmt;
@@ -167,11 +167,49 @@ impl Config {
         for (name, p) in &self.providers {
             p.check(&format!("providers.{name}"), &listeners, &mut c);
         }
+        for error in self.loops(&listeners) {
+            if error.field.starts_with("deployments.") {
+                c.errors.push(error);
+            }
+        }
         if c.errors.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(c.errors))
         }
+    }
+}
+
+impl Config {
+    /// Providers and static replica URLs that reach one of `listeners` (this proxy): a request
+    /// sent there would come back here without end. Checked at load with the configured
+    /// addresses and again once listeners on port 0 got their port.
+    pub fn loops(&self, listeners: &[SocketAddr]) -> Vec<FieldError> {
+        let mut found = Vec::new();
+        for (name, p) in &self.providers {
+            if let Some(own) =
+                ProviderUrl::parse(&p.base_url).and_then(|u| u.own_listener(listeners))
+            {
+                found.push(FieldError {
+                    field: format!("providers.{name}.base_url"),
+                    message: format!("resolves to {own}, one of this proxy's own listeners: only external providers are allowed (a loop)"),
+                });
+            }
+        }
+        for (name, d) in &self.deployments {
+            let BackendConfig::Static(s) = &d.backend else {
+                continue;
+            };
+            for (i, url) in s.urls.iter().enumerate() {
+                if let Some(own) = ProviderUrl::parse(url).and_then(|u| u.own_listener(listeners)) {
+                    found.push(FieldError {
+                        field: format!("deployments.{name}.backend.urls[{i}]"),
+                        message: format!("resolves to {own}, one of this proxy's own listeners: a replica must be another server (a loop)"),
+                    });
+                }
+            }
+        }
+        found
     }
 }
 
@@ -191,11 +229,7 @@ impl ProviderConfig {
                 ),
             ),
             Some(url) => {
-                if let Some(own) = url
-                    .resolve()
-                    .into_iter()
-                    .find(|a| listeners.iter().any(|l| reaches_listener(*a, *l)))
-                {
+                if let Some(own) = url.own_listener(listeners) {
                     c.fail(
                         f("base_url"),
                         format!(
@@ -280,6 +314,38 @@ impl ServerConfig {
             self.shutdown_grace,
             Duration::ZERO,
             HOUR,
+        );
+        c.duration_range(
+            "server.header_read_timeout",
+            self.header_read_timeout,
+            Duration::from_millis(100),
+            600 * SECOND,
+        );
+        c.duration_range(
+            "server.keepalive_idle_timeout",
+            self.keepalive_idle_timeout,
+            SECOND,
+            HOUR,
+        );
+        c.int_range(
+            "server.max_connections",
+            self.max_connections.into(),
+            1,
+            10_000_000,
+            "",
+        );
+        c.duration_range(
+            "server.body_read_timeout",
+            self.body_read_timeout,
+            Duration::from_millis(100),
+            HOUR,
+        );
+        c.int_range(
+            "server.min_body_rate",
+            self.min_body_rate,
+            0,
+            1 << 30,
+            " bytes per second",
         );
     }
 }
@@ -390,6 +456,25 @@ impl DeploymentConfig {
             60 * SECOND,
         );
         c.duration_range(
+            &f("health.interval_ready"),
+            self.health.interval_ready,
+            Duration::from_millis(50),
+            HOUR,
+        );
+        c.int_range(
+            &f("health.failures_to_eject"),
+            self.health.failures_to_eject.into(),
+            1,
+            1000,
+            "",
+        );
+        c.duration_range(
+            &f("health.timeout"),
+            self.health.timeout,
+            Duration::from_millis(10),
+            60 * SECOND,
+        );
+        c.duration_range(
             &f("queue.max_wait"),
             self.queue.max_wait,
             Duration::from_millis(1),
@@ -494,6 +579,23 @@ impl DeploymentConfig {
                 );
             }
         }
+        for (i, path) in self.route.passthrough.iter().enumerate() {
+            let stem = path.strip_suffix('*').unwrap_or(path);
+            if !path.starts_with('/') || stem.contains('*') || path.contains(['?', '#', ' ']) {
+                c.fail(
+                    format!("{}[{i}]", f("route.passthrough")),
+                    format!("must be a path like \"/tokenize\" or a prefix like \"/debug/*\", got {path:?}"),
+                );
+            }
+        }
+        for (i, name) in self.upstream.strip_headers.iter().enumerate() {
+            if http_header_name(name).is_none() {
+                c.fail(
+                    format!("{}[{i}]", f("upstream.strip_headers")),
+                    format!("must be an HTTP header name like \"cookie\", got {name:?}"),
+                );
+            }
+        }
         match &self.backend {
             BackendConfig::Process(p) => {
                 if p.command.first().is_none_or(|s| s.trim().is_empty()) {
@@ -531,6 +633,15 @@ impl DeploymentConfig {
             }
         }
     }
+}
+
+/// The lower-cased name when `name` is a valid HTTP header name (RFC 9110 token).
+fn http_header_name(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    ok.then(|| name.to_ascii_lowercase())
 }
 
 /// Splits `http://host:port[/]` into `host:port`; `None` if it is not of that form.

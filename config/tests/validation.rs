@@ -222,3 +222,31 @@ fn hibernation_and_deactivation_ranges() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn passthrough_paths_and_stripped_headers_are_checked() {
+    assert_error(
+        "route = { passthrough = [\"tokenize\"] }",
+        "deployments.llama.route.passthrough[0]: must be a path like \"/tokenize\" or a prefix like \"/debug/*\", got \"tokenize\"",
+    );
+    assert_error(
+        "upstream = { strip_headers = [\"bad header\"] }",
+        "deployments.llama.upstream.strip_headers[0]: must be an HTTP header name like \"cookie\", got \"bad header\"",
+    );
+    let config = Config::from_toml_str(&base(
+        "route = { passthrough = [\"/tokenize\", \"/debug/*\"] }",
+    ))
+    .unwrap();
+    let route = &config.deployments["llama"].route;
+    for (path, allowed) in [
+        ("/v1/chat/completions", true),
+        ("/tokenize", true),
+        ("/tokenize/x", false),
+        ("/debug/pprof", true),
+        ("/metrics", false),
+        ("/sleep", false),
+        ("/v1", false),
+    ] {
+        assert_eq!(route.allows_upstream_path(path), allowed, "{path}");
+    }
+}

@@ -6,6 +6,7 @@
 
 pub mod breaker;
 pub mod headers;
+pub mod loop_marker;
 pub mod provider;
 pub mod ramp;
 pub mod rewrite;
@@ -13,9 +14,7 @@ pub mod secret;
 
 pub use breaker::CircuitBreaker;
 pub use headers::HOP_BY_HOP_REQUEST_HEADERS;
+pub use loop_marker::{forwarded_by_us, marker_value, FORWARDED_MARKER};
 pub use provider::{Provider, ProviderError, Providers};
 pub use ramp::RampBack;
 pub use secret::ApiKey;
-
-/// Request header that marks a request forwarded by an infergate; one arriving with it is a loop.
-pub const FORWARDED_MARKER: &str = "x-infergate-forwarded";

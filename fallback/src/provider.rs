@@ -3,9 +3,9 @@
 
 use crate::breaker::CircuitBreaker;
 use crate::headers::{connection_tokens, is_hop_by_hop, provider_may_receive};
+use crate::loop_marker::{marker_value, FORWARDED_MARKER};
 use crate::rewrite::{provider_path, with_model};
 use crate::secret::{ApiKey, StreamRedactor};
-use crate::FORWARDED_MARKER;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
@@ -62,6 +62,8 @@ pub struct Provider {
     breaker: CircuitBreaker,
     cool_down: Duration,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The settings it was built from, to keep it (and its circuit) across an unchanged reload.
+    settings: String,
 }
 
 impl std::fmt::Debug for Provider {
@@ -115,6 +117,7 @@ impl Provider {
             breaker: CircuitBreaker::new(config.failures_to_cool_down, config.cool_down.get()),
             cool_down: config.cool_down.get(),
             client,
+            settings: format!("{config:?}"),
         })
     }
 
@@ -169,7 +172,7 @@ impl Provider {
             if let Some(bearer) = self.key.as_ref().and_then(ApiKey::bearer) {
                 h.insert(header::AUTHORIZATION, bearer);
             }
-            h.insert(FORWARDED_MARKER, HeaderValue::from_static("1"));
+            h.insert(FORWARDED_MARKER, marker_value(headers));
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
         builder
@@ -274,6 +277,24 @@ impl Providers {
         Ok(Providers {
             by_name,
             epoch: Instant::now(),
+        })
+    }
+
+    /// The providers of a reloaded config: unchanged ones are kept as they are (an open circuit
+    /// stays open, a cooling-down provider keeps cooling down), changed and new ones are built.
+    /// The clock of the circuits carries over.
+    pub fn rebuild(&self, config: &Config) -> Result<Providers, ProviderError> {
+        let mut by_name = HashMap::new();
+        for (name, p) in &config.providers {
+            let provider = match self.by_name.get(name) {
+                Some(old) if old.settings == format!("{p:?}") => old.clone(),
+                _ => Arc::new(Provider::from_config(name, p)?),
+            };
+            by_name.insert(name.clone(), provider);
+        }
+        Ok(Providers {
+            by_name,
+            epoch: self.epoch,
         })
     }
 

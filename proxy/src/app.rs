@@ -7,17 +7,21 @@
 //! needs the whole body first, so this app drives pingora's server and client sessions directly,
 //! keeping pingora's listeners, TLS, HTTP/1.1 + HTTP/2 codecs and upstream connection pool.
 
+use crate::connection::{self, ConnectionLimits};
 use crate::errors::ProxyError;
 use crate::fallback_route::{overload_wait, FallbackResult};
-use crate::request_body::{is_json, model_of, read_bounded};
+use crate::request_body::{decode, is_json, model_of, read_bounded, BodyLimits};
 use crate::routing::{DeploymentEntry, RouteTable};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
 use infergate_config::FallbackWhen;
-use infergate_fallback::{FORWARDED_MARKER, HOP_BY_HOP_REQUEST_HEADERS};
-use infergate_scaler::{AcquireError, Acquired, Replica, Serving};
+use infergate_fallback::headers::connection_tokens;
+use infergate_fallback::{
+    forwarded_by_us, marker_value, FORWARDED_MARKER, HOP_BY_HOP_REQUEST_HEADERS,
+};
+use infergate_scaler::{AcquireError, Acquired, EventKind, Numbers, Replica, Serving};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -32,13 +36,36 @@ use tracing::Instrument;
 /// How long an idle upstream connection stays pooled; below uvicorn's (vLLM's) 5 s keep-alive.
 const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(4);
 
+/// Most connects one request tries (each refused one ejects a replica) before it gets a 502.
+const MAX_CONNECT_ATTEMPTS: u32 = 8;
+
 /// How long an error answer waits for the unread rest of a refused request body.
 const LINGER: Duration = Duration::from_secs(2);
 
 /// Settings the data plane reads on every request; swapped whole on reload.
 pub struct DataPlaneSettings {
-    /// Largest accepted request body in bytes.
-    pub max_body_size: u64,
+    /// Request body size and pace limits.
+    pub body: BodyLimits,
+    /// Connection count and idle limits.
+    pub connections: ConnectionLimits,
+}
+
+impl DataPlaneSettings {
+    /// The data-plane part of the `[server]` settings.
+    pub fn from_config(server: &infergate_config::ServerConfig) -> Self {
+        DataPlaneSettings {
+            body: BodyLimits {
+                max_size: server.max_body_size,
+                read_timeout: server.body_read_timeout.get(),
+                min_rate: server.min_body_rate,
+            },
+            connections: ConnectionLimits {
+                header_read_timeout: server.header_read_timeout.get(),
+                keepalive_idle: server.keepalive_idle_timeout.get(),
+                max_connections: server.max_connections.into(),
+            },
+        }
+    }
 }
 
 /// The infergate HTTP application served by pingora's listeners.
@@ -92,6 +119,7 @@ impl ProxyApp {
     ) -> Self {
         let mut server_options = HttpServerOptions::default();
         server_options.h2c = h2c;
+        server_options.h2_idle_timeout = Some(settings.load().connections.keepalive_idle);
         ProxyApp {
             router,
             settings,
@@ -188,11 +216,36 @@ impl ProxyApp {
             }
         }
 
-        let limit = self.settings.load().max_body_size;
+        if method == Method::CONNECT || method == Method::TRACE {
+            return Err(ProxyError::MethodNotAllowed(method.to_string()));
+        }
+        let limits = self.settings.load().body;
+        if expects_continue(session.req_header()) {
+            // Answer `Expect: 100-continue` (curl waits a second for it before bodies > 1 MiB).
+            if let Err(e) = session.write_continue_response().await {
+                return Err(ProxyError::BadBody(e.to_string()));
+            }
+        }
         let body = if session.is_body_empty() {
             Bytes::new()
         } else {
-            read_bounded(session, limit).await?
+            read_bounded(session, limits).await?
+        };
+        let encoding = session
+            .req_header()
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("?").to_string());
+        let body = match encoding {
+            Some(encoding) if !body.is_empty() => {
+                let decoded = decode(body, Some(&encoding), limits.max_size)?;
+                // Upstream gets the decoded body, framed by its own Content-Length.
+                session
+                    .req_header_mut()
+                    .remove_header(&header::CONTENT_ENCODING);
+                decoded
+            }
+            _ => body,
         };
 
         let header_str = |name: &str| {
@@ -234,7 +287,17 @@ impl ProxyApp {
         drop(table);
         tracing::Span::current().record("deployment", deployment.name.as_str());
         *routed_to = Some(deployment.clone());
-        if session.req_header().headers.contains_key(FORWARDED_MARKER) {
+        let upstream_path = path
+            .get(strip_prefix..)
+            .filter(|p| !p.is_empty())
+            .unwrap_or("/");
+        if !deployment.config.route.allows_upstream_path(upstream_path) {
+            return Err(ProxyError::PathNotForwarded {
+                deployment: deployment.name.clone(),
+                path: upstream_path.to_string(),
+            });
+        }
+        if forwarded_by_us(&session.req_header().headers) {
             return Err(ProxyError::LoopDetected);
         }
 
@@ -350,24 +413,69 @@ impl ProxyApp {
         } = plan;
         let config = &deployment.config;
         let pool = deployment.controller.pool();
-        let queued = acquired.queued;
+        let mut queued = acquired.queued;
         let mut slot = acquired.slot;
 
-        // Connect, moving to another ready replica when a connect fails (nothing was sent yet).
-        let mut failed: Vec<Arc<Replica>> = Vec::new();
+        // Connect. A refused connect sent nothing: the replica is ejected (no more requests
+        // until a health check passes) and the request moves to another ready replica, or —
+        // unless the fallback answers replica errors — back to the front of the queue.
+        let mut attempts = 0u32;
         let (mut upstream, peer) = loop {
             let replica = slot.replica().clone();
             let mut peer = HttpPeer::new(replica.addr, false, String::new());
             peer.options.connection_timeout = Some(config.upstream.connect_timeout.get());
-            match self.connector.get_http_session(&peer).await {
+            let error = match self.connector.get_http_session(&peer).await {
                 Ok((up, _reused)) => break (up, peer),
-                Err(e) => {
-                    tracing::warn!(deployment = %deployment.name, replica = %replica.id, error = %e, "connect to replica failed; trying another ready replica");
-                    failed.push(replica);
-                    drop(slot);
-                    slot = pool
-                        .try_acquire_excluding(&failed)
-                        .ok_or_else(|| ProxyError::UpstreamConnect(deployment.name.clone()))?;
+                Err(e) => e,
+            };
+            attempts += 1;
+            tracing::warn!(deployment = %deployment.name, replica = %replica.id, error = %error, "connect to replica failed; ejecting it and trying another");
+            if replica.eject() {
+                deployment.controller.events().emit(
+                    &deployment.name,
+                    EventKind::ReplicaEjected,
+                    "proxy",
+                    format!(
+                        "{}: connect failed ({error}); no new requests until a health check passes",
+                        replica.id
+                    ),
+                    Numbers::default(),
+                );
+            }
+            drop(slot);
+            if let Some(next) = pool.try_acquire() {
+                slot = next;
+                continue;
+            }
+            if hold_server_errors || attempts >= MAX_CONNECT_ATTEMPTS {
+                return Err(ProxyError::UpstreamConnect(deployment.name.clone()));
+            }
+            let left = config
+                .queue
+                .max_wait
+                .get()
+                .saturating_sub(started.elapsed());
+            let again = tokio::select! {
+                r = pool.acquire_again(left) => r,
+                _ = session.read_body_or_idle(true) => {
+                    tracing::info!(deployment = %deployment.name, "client left while waiting for another replica");
+                    return Ok(Outcome::client_gone("queue".into(), 499, queued));
+                }
+            };
+            match again {
+                Ok(a) => {
+                    queued = Some(queued.unwrap_or_default() + a.queued.unwrap_or_default());
+                    slot = a.slot;
+                }
+                Err(AcquireError::Timeout(waited)) => {
+                    return Err(ProxyError::QueueTimeout {
+                        deployment: deployment.name.clone(),
+                        waited,
+                    })
+                }
+                Err(AcquireError::Closed) => return Err(ProxyError::ShuttingDown),
+                Err(AcquireError::QueueFull { .. }) => {
+                    return Err(ProxyError::UpstreamConnect(deployment.name.clone()))
                 }
             }
         };
@@ -378,6 +486,7 @@ impl ProxyApp {
             session.req_header(),
             &body,
             strip_prefix,
+            &config.upstream.strip_headers,
             &replica,
             request_id,
         )
@@ -519,6 +628,7 @@ fn upstream_request(
     downstream: &RequestHeader,
     body: &Bytes,
     strip_prefix: usize,
+    strip_headers: &[String],
     replica: &Replica,
     request_id: u64,
 ) -> Result<RequestHeader, String> {
@@ -526,7 +636,12 @@ fn upstream_request(
     if strip_prefix > 0 {
         let path_and_query = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
         let rest = path_and_query.get(strip_prefix..).unwrap_or("/");
-        let rest = if rest.is_empty() { "/" } else { rest };
+        // `/prefix?x=1` leaves `?x=1`: the upstream path is `/`.
+        let rest = if rest.is_empty() || rest.starts_with('?') {
+            format!("/{rest}")
+        } else {
+            rest.to_string()
+        };
         let uri = rest.parse::<http::Uri>().map_err(|e| e.to_string())?;
         req.set_uri(uri);
     } else if downstream.uri.authority().is_some() {
@@ -536,6 +651,13 @@ fn upstream_request(
     }
     for name in HOP_BY_HOP_REQUEST_HEADERS {
         req.remove_header(name);
+    }
+    // Headers the client named in `Connection` are one-hop too (RFC 9110 §7.6.1).
+    for name in connection_tokens(&downstream.headers) {
+        req.remove_header(&name);
+    }
+    for name in strip_headers {
+        req.remove_header(name.as_str());
     }
     req.set_version(http::Version::HTTP_11);
     if !body.is_empty() || downstream.method == Method::POST || downstream.method == Method::PUT {
@@ -550,11 +672,22 @@ fn upstream_request(
         req.insert_header(header::HOST, host)
             .map_err(|e| e.to_string())?;
     }
+    // Marked, so a replica URL that leads back here (through any number of hops) is cut: 508.
+    req.insert_header(FORWARDED_MARKER, marker_value(&downstream.headers))
+        .map_err(|e| e.to_string())?;
     if req.headers.get("x-request-id").is_none() {
         req.insert_header("x-request-id", format!("infergate-{request_id}"))
             .map_err(|e| e.to_string())?;
     }
     Ok(req)
+}
+
+/// Whether the client waits for `100 Continue` before sending its body.
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
 }
 
 /// Writes a complete JSON response; true when the connection can be reused.
@@ -602,26 +735,77 @@ async fn respond_error(session: &mut ServerSession, err: &ProxyError) -> bool {
     reusable && !unread_body
 }
 
-#[async_trait]
-impl HttpServerApp for ProxyApp {
-    async fn process_new_http(
+impl ProxyApp {
+    /// The connection limits in force.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        self.settings.load().connections
+    }
+
+    /// Reads one request head (within `server.header_read_timeout`, plus the keep-alive idle time
+    /// on a `kept_alive` connection), answers it, and hands back the connection when it can carry
+    /// another request. A head that is not valid HTTP gets 400/431/505 and the connection closes.
+    pub async fn serve_session(
         self: &Arc<Self>,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
+        kept_alive: bool,
     ) -> Option<ReusedHttpStream> {
+        let limits = self.connection_limits();
+        let budget = if kept_alive {
+            limits.keepalive_idle + limits.header_read_timeout
+        } else {
+            limits.header_read_timeout
+        };
         let mut shutdown_rx = shutdown.clone();
+        let waiting_since = kept_alive.then(Instant::now);
         let read = tokio::select! {
             biased;
-            r = session.read_request() => r,
+            r = tokio::time::timeout(budget, session.read_request()) => r,
             _ = shutdown_rx.wait_for(|stopping| *stopping) => return None,
         };
-        match read {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                tracing::debug!(error = %e, "could not read request");
+        let answer = match read {
+            Ok(Ok(true)) => None,
+            Ok(Ok(false)) => {
+                // The client closed, or pingora's keep-alive timer did.
+                if waiting_since.is_some_and(|t| t.elapsed() >= limits.keepalive_idle) {
+                    crate::metrics::connection_closed("idle");
+                }
                 return None;
             }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "could not read request");
+                let answer = connection::malformed(&e)?;
+                crate::metrics::connection_closed("malformed");
+                Some(answer)
+            }
+            Err(_) if kept_alive => {
+                // Idle (or trickling) between requests: close without an answer, which a client
+                // reusing the connection just then would mistake for its own.
+                crate::metrics::connection_closed("idle");
+                return None;
+            }
+            Err(_) => {
+                crate::metrics::connection_closed("header_timeout");
+                Some(connection::header_timeout(limits.header_read_timeout))
+            }
+        };
+        if session.get_keepalive().is_some() {
+            // pingora makes every HTTP/1.1 connection keep-alive forever once a request is read;
+            // bound the idle time by server.keepalive_idle_timeout.
+            session.set_keepalive(Some(limits.keepalive_idle.as_secs().max(1)));
+        }
+        if let Some(answer) = answer {
+            tracing::info!(
+                status = answer.status,
+                code = answer.code,
+                "request head refused"
+            );
+            crate::metrics::request_without_deployment("proxy", answer.status);
+            if let ServerSession::H1(h1) = session {
+                let mut stream = h1.into_inner();
+                connection::write_raw(&mut stream, &answer).await;
+            }
+            return None;
         }
         if *shutdown.borrow() {
             session.set_keepalive(None);
@@ -638,6 +822,18 @@ impl HttpServerApp for ProxyApp {
             .ok()
             .flatten()
             .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for ProxyApp {
+    /// HTTP/2 streams (HTTP/1.x connections are run by [`connection::EdgeApp`]).
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.serve_session(session, shutdown, false).await
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {

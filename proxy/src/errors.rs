@@ -22,6 +22,14 @@ pub enum ProxyError {
         /// The configured limit in bytes.
         limit: u64,
     },
+    /// The client sent its body too slowly (`server.body_read_timeout`, `server.min_body_rate`).
+    #[error("The request body arrived too slowly: {received} bytes in {waited:?} (server.body_read_timeout, server.min_body_rate).")]
+    BodyTimeout {
+        /// Bytes received.
+        received: u64,
+        /// Time spent reading.
+        waited: Duration,
+    },
     /// The request body could not be read from the client.
     #[error("Could not read the request body: {0}")]
     BadBody(String),
@@ -80,8 +88,22 @@ pub enum ProxyError {
     /// The deployment was deactivated after a long time without traffic.
     #[error("Deployment `{0}` is deactivated after a long time without traffic (deactivate_after). Activate it with `infergate activate {0}` or `POST /admin/v1/deployments/{0}/activate` on the admin listener; requests are refused until then.")]
     Deactivated(String),
+    /// The path is not one a client may reach on a replica (`/v1/*` or `route.passthrough`).
+    #[error("{path} is not forwarded to deployment `{deployment}`: only /v1/* and the paths listed in its route.passthrough reach a replica.")]
+    PathNotForwarded {
+        /// Deployment name.
+        deployment: String,
+        /// The path as the replica would have seen it.
+        path: String,
+    },
+    /// A method the proxy never forwards (CONNECT, TRACE).
+    #[error("Method {0} is not allowed here.")]
+    MethodNotAllowed(String),
+    /// A request body in a content coding the proxy cannot decode.
+    #[error("Request bodies with Content-Encoding `{0}` are not supported; send gzip, deflate or an uncompressed body.")]
+    UnsupportedEncoding(String),
     /// The request was already forwarded by an infergate and came back: a routing loop.
-    #[error("Loop detected: this request was already forwarded by infergate (header x-infergate-forwarded). Check that no fallback provider points back at this proxy.")]
+    #[error("Loop detected: this request was already forwarded by this infergate (header x-infergate-forwarded). Check that no replica URL or fallback provider leads back to this proxy.")]
     LoopDetected,
 }
 
@@ -89,9 +111,14 @@ impl ProxyError {
     /// HTTP status for this error.
     pub fn status(&self) -> u16 {
         match self {
-            ProxyError::ModelNotFound(_) | ProxyError::NoRoute { .. } => 404,
+            ProxyError::ModelNotFound(_)
+            | ProxyError::NoRoute { .. }
+            | ProxyError::PathNotForwarded { .. } => 404,
+            ProxyError::MethodNotAllowed(_) => 405,
+            ProxyError::UnsupportedEncoding(_) => 415,
             ProxyError::ModelRequired | ProxyError::BadJson(_) | ProxyError::BadBody(_) => 400,
             ProxyError::BodyTooLarge { .. } => 413,
+            ProxyError::BodyTimeout { .. } => 408,
             ProxyError::QueueFull { .. }
             | ProxyError::ShuttingDown
             | ProxyError::Deactivated(_) => 503,
@@ -115,7 +142,7 @@ impl ProxyError {
     /// OpenAI error `type`.
     pub fn kind(&self) -> &'static str {
         match self.status() {
-            400 | 404 | 413 => "invalid_request_error",
+            400 | 404 | 405 | 408 | 413 | 415 => "invalid_request_error",
             _ => "server_error",
         }
     }
@@ -127,6 +154,7 @@ impl ProxyError {
             ProxyError::ModelRequired => "model_required",
             ProxyError::BadJson(_) => "invalid_json",
             ProxyError::BadBody(_) => "invalid_body",
+            ProxyError::BodyTimeout { .. } => "request_timeout",
             ProxyError::BodyTooLarge { .. } => "request_too_large",
             ProxyError::NoRoute { .. } => "unknown_url",
             ProxyError::QueueFull { .. } => "queue_full",
@@ -137,6 +165,9 @@ impl ProxyError {
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::ReplicaStatus { .. } => "upstream_error",
             ProxyError::LoopDetected => "loop_detected",
+            ProxyError::PathNotForwarded { .. } => "path_not_forwarded",
+            ProxyError::MethodNotAllowed(_) => "method_not_allowed",
+            ProxyError::UnsupportedEncoding(_) => "unsupported_content_encoding",
             ProxyError::Deactivated(_) => "deployment_deactivated",
         }
     }

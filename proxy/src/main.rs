@@ -5,6 +5,7 @@ mod admin;
 mod admin_token;
 mod app;
 mod cli;
+mod connection;
 mod errors;
 mod fallback_route;
 mod metrics;

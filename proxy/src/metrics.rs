@@ -65,7 +65,45 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "infergate_scaling_events_total",
         "Events of the event log, by deployment and type."
     );
+    describe_gauge!("infergate_connections_open", "Client connections open now.");
+    describe_counter!(
+        "infergate_connections_refused_total",
+        "Client connections refused because server.max_connections were open."
+    );
+    describe_counter!(
+        "infergate_connections_closed_total",
+        "Client connections closed by the proxy, by reason (header_timeout, idle, malformed)."
+    );
     Ok(handle)
+}
+
+/// How often histogram samples are folded into their buckets when nobody scrapes `/metrics`.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs the recorder's upkeep forever: without it, every histogram sample recorded stays queued
+/// until the next scrape, so an unscraped proxy grows by ~22 bytes per request.
+pub async fn run_upkeep(handle: PrometheusHandle) {
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+/// A connection closed by the proxy, by why.
+pub fn connection_closed(reason: &'static str) {
+    counter!("infergate_connections_closed_total", "reason" => reason).increment(1);
+}
+
+/// A connection refused at `server.max_connections`.
+pub fn connection_refused() {
+    counter!("infergate_connections_refused_total").increment(1);
+}
+
+/// The number of open client connections changed.
+pub fn connections_open(open: u64) {
+    gauge!("infergate_connections_open").set(open as f64);
 }
 
 /// Reads the gauges from the deployments and renders everything.

@@ -7,7 +7,7 @@
 use crate::app::DataPlaneSettings;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
-use infergate_config::{reaches_listener, Config, ProviderUrl};
+use infergate_config::Config;
 use infergate_fallback::Providers;
 use infergate_scaler::{Controller, ControllerHandle, EventKind, EventSink, Numbers};
 use std::collections::HashMap;
@@ -16,22 +16,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// Refuses providers that would reach one of this proxy's bound listeners (a loop).
-pub fn check_provider_loops(config: &Config, bound: &[SocketAddr]) -> Result<(), String> {
-    for (name, provider) in &config.providers {
-        if let Some(url) = ProviderUrl::parse(&provider.base_url) {
-            if let Some(own) = url
-                .resolve()
-                .into_iter()
-                .find(|a| bound.iter().any(|l| reaches_listener(*a, *l)))
-            {
-                return Err(format!(
-                    "providers.{name}.base_url: resolves to {own}, one of this proxy's own listeners: only external providers are allowed (a loop)"
-                ));
-            }
-        }
+/// Refuses providers and static replica URLs that would reach one of this proxy's bound
+/// listeners (a loop).
+pub fn check_loops(config: &Config, bound: &[SocketAddr]) -> Result<(), String> {
+    match config.loops(bound).first() {
+        Some(error) => Err(error.to_string()),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The deployments running now, and what a reload needs to change them.
@@ -42,6 +33,8 @@ pub struct Deployments {
     handles: HashMap<String, ControllerHandle>,
     router: Arc<ArcSwap<RouteTable>>,
     settings: Arc<ArcSwap<DataPlaneSettings>>,
+    /// The providers in force (kept across reloads when unchanged).
+    providers: Arc<Providers>,
     events: EventSink,
     /// (modified, length) of the file when last read, to notice changes.
     seen: Option<(SystemTime, u64)>,
@@ -72,9 +65,9 @@ impl Deployments {
             &controllers,
             providers,
         )));
-        let settings = Arc::new(ArcSwap::from_pointee(DataPlaneSettings {
-            max_body_size: config.server.max_body_size,
-        }));
+        let settings = Arc::new(ArcSwap::from_pointee(DataPlaneSettings::from_config(
+            &config.server,
+        )));
         let seen = path.as_deref().and_then(file_stamp);
         Deployments {
             config,
@@ -83,6 +76,7 @@ impl Deployments {
             handles,
             router,
             settings,
+            providers: providers.clone(),
             events,
             seen,
         }
@@ -120,8 +114,8 @@ impl Deployments {
         let result = Config::load(&path)
             .map_err(|e| e.to_string())
             .and_then(|c| {
-                check_provider_loops(&c, &self.bound)?;
-                let providers = Providers::from_config(&c).map_err(|e| e.to_string())?;
+                check_loops(&c, &self.bound)?;
+                let providers = self.providers.rebuild(&c).map_err(|e| e.to_string())?;
                 Ok((c, providers))
             });
         let (config, providers) = match result {
@@ -138,7 +132,8 @@ impl Deployments {
                 return Err(reason);
             }
         };
-        self.apply(config, Arc::new(providers), trigger);
+        self.providers = Arc::new(providers);
+        self.apply(config, self.providers.clone(), trigger);
         Ok(())
     }
 
@@ -180,9 +175,8 @@ impl Deployments {
             .collect::<HashMap<_, _>>();
         self.router
             .store(Arc::new(RouteTable::new(&config, &controllers, &providers)));
-        self.settings.store(Arc::new(DataPlaneSettings {
-            max_body_size: config.server.max_body_size,
-        }));
+        self.settings
+            .store(Arc::new(DataPlaneSettings::from_config(&config.server)));
         for name in &removed {
             if let Some(handle) = self.handles.remove(name) {
                 // Out of the routing table already: drain what it still serves, then stop.

@@ -5,6 +5,8 @@ use crate::errors::ProxyError;
 use bytes::{Bytes, BytesMut};
 use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
+use std::io::Read;
+use std::time::{Duration, Instant};
 
 /// Only the `model` field of an OpenAI request; everything else is skipped by the deserializer.
 #[derive(Deserialize)]
@@ -13,8 +15,25 @@ struct ModelField<'a> {
     model: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// Reads the whole body, refusing it with 413 once it passes `limit` bytes.
-pub async fn read_bounded(session: &mut ServerSession, limit: u64) -> Result<Bytes, ProxyError> {
+/// How much body a client may send, and how slowly.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest body in bytes (after decoding a content coding).
+    pub max_size: u64,
+    /// Longest silence between two pieces of the body.
+    pub read_timeout: Duration,
+    /// Slowest average upload in bytes per second after a first `read_timeout` of grace
+    /// (0 = no minimum).
+    pub min_rate: u64,
+}
+
+/// Reads the whole body, refusing it with 413 once it passes the limit and with 408 when the
+/// client goes silent or trickles it slower than the minimum rate.
+pub async fn read_bounded(
+    session: &mut ServerSession,
+    limits: BodyLimits,
+) -> Result<Bytes, ProxyError> {
+    let limit = limits.max_size;
     if let Some(len) = session
         .req_header()
         .headers
@@ -26,9 +45,27 @@ pub async fn read_bounded(session: &mut ServerSession, limit: u64) -> Result<Byt
             return Err(ProxyError::BodyTooLarge { limit });
         }
     }
+    let started = Instant::now();
     let mut buf = BytesMut::new();
     loop {
-        match session.read_request_body().await {
+        // The whole body so far must have come at min_rate after the grace period.
+        let allowed = limits.read_timeout
+            + match limits.min_rate {
+                0 => Duration::from_secs(u32::MAX.into()),
+                rate => Duration::from_secs_f64(buf.len() as f64 / rate as f64),
+            };
+        let left = allowed.saturating_sub(started.elapsed());
+        let wait = left.min(limits.read_timeout);
+        let read = match tokio::time::timeout(wait, session.read_request_body()).await {
+            Ok(read) => read,
+            Err(_) => {
+                return Err(ProxyError::BodyTimeout {
+                    received: buf.len() as u64,
+                    waited: started.elapsed(),
+                })
+            }
+        };
+        match read {
             Ok(Some(chunk)) => {
                 if (buf.len() + chunk.len()) as u64 > limit {
                     return Err(ProxyError::BodyTooLarge { limit });
@@ -42,6 +79,47 @@ pub async fn read_bounded(session: &mut ServerSession, limit: u64) -> Result<Byt
             Err(e) => return Err(ProxyError::BadBody(e.to_string())),
         }
     }
+}
+
+/// Decodes a body sent with `Content-Encoding` (gzip, deflate, zstd), bounded by `limit` bytes
+/// after decoding; `identity` and no header pass unchanged. Anything else is refused with 415.
+pub fn decode(body: Bytes, encoding: Option<&str>, limit: u64) -> Result<Bytes, ProxyError> {
+    let Some(encoding) = encoding.map(|e| e.trim().to_ascii_lowercase()) else {
+        return Ok(body);
+    };
+    let mut out = Vec::new();
+    let too_large = || ProxyError::BodyTooLarge { limit };
+    let bad = |e: std::io::Error| ProxyError::BadBody(format!("{encoding} body: {e}"));
+    // One more byte than allowed tells "exactly at the limit" from "over it".
+    let cap = limit.saturating_add(1);
+    let read = match encoding.as_str() {
+        "" | "identity" => return Ok(body),
+        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&body[..])
+            .take(cap)
+            .read_to_end(&mut out),
+        "deflate" => {
+            // RFC 9110 says zlib-wrapped; some clients send raw deflate.
+            let zlib = flate2::read::ZlibDecoder::new(&body[..])
+                .take(cap)
+                .read_to_end(&mut out);
+            if zlib.is_err() {
+                out.clear();
+                flate2::read::DeflateDecoder::new(&body[..])
+                    .take(cap)
+                    .read_to_end(&mut out)
+            } else {
+                zlib
+            }
+        }
+        "zstd" => zstd::stream::read::Decoder::new(&body[..])
+            .and_then(|d| d.take(cap).read_to_end(&mut out)),
+        _ => return Err(ProxyError::UnsupportedEncoding(encoding)),
+    };
+    read.map_err(bad)?;
+    if out.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(out))
 }
 
 /// The `model` named by a JSON body: `Ok(None)` when the body has no `model` field.

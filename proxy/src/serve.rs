@@ -4,7 +4,8 @@
 use crate::admin;
 use crate::admin_token;
 use crate::app::ProxyApp;
-use crate::reload::{check_provider_loops, Deployments};
+use crate::connection::EdgeApp;
+use crate::reload::{check_loops, Deployments};
 use infergate_config::Config;
 use infergate_fallback::Providers;
 use infergate_scaler::events::{EventFile, EventLog};
@@ -62,6 +63,7 @@ pub async fn run(
         signal(SignalKind::hangup()).map_err(|e| ServeError::Signals(e.to_string()))?;
     // Before any deployment registers its metric handles.
     let prometheus = crate::metrics::install().map_err(ServeError::Provider)?;
+    tokio::spawn(crate::metrics::run_upkeep(prometheus.clone()));
 
     // Bind listeners ourselves so port 0 works and the chosen address can be printed; pingora
     // takes the bound sockets over through its fd table.
@@ -108,8 +110,9 @@ pub async fn run(
         }
     }
 
-    // Listeners on port 0 got their port only now: refuse providers that reach one of them.
-    check_provider_loops(&config, &bound).map_err(ServeError::Provider)?;
+    // Listeners on port 0 got their port only now: refuse providers and static replicas that
+    // reach one of them.
+    check_loops(&config, &bound).map_err(ServeError::Provider)?;
     let providers =
         Arc::new(Providers::from_config(&config).map_err(|e| ServeError::Provider(e.to_string()))?);
 
@@ -131,8 +134,9 @@ pub async fn run(
     let router = deployments.router().clone();
     let settings = deployments.settings().clone();
     let h2c = config.server.listeners.iter().any(|l| l.h2c);
-    let app = ProxyApp::new(router.clone(), settings, h2c);
-    let mut service = Service::with_listeners("infergate".to_string(), listeners, app);
+    let app = Arc::new(ProxyApp::new(router.clone(), settings, h2c));
+    let edge = EdgeApp::new(app, h2c);
+    let mut service = Service::with_listeners("infergate".to_string(), listeners, edge);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_url = if config.admin.address.is_empty() {

@@ -31,6 +31,10 @@ pub enum EventKind {
     ReplicaFailed,
     /// A replica was stopped on purpose.
     ReplicaStopped,
+    /// A ready replica failed its health checks (or a connect): no new requests go to it.
+    ReplicaEjected,
+    /// An ejected replica is healthy again and gets requests.
+    ReplicaReadmitted,
     /// The deployment went to sleep.
     Hibernated,
     /// The deployment started waking.
@@ -59,6 +63,8 @@ impl EventKind {
             EventKind::ReplicaReady => "replica_ready",
             EventKind::ReplicaFailed => "replica_failed",
             EventKind::ReplicaStopped => "replica_stopped",
+            EventKind::ReplicaEjected => "replica_ejected",
+            EventKind::ReplicaReadmitted => "replica_readmitted",
             EventKind::Hibernated => "hibernated",
             EventKind::Woke => "woke",
             EventKind::Deactivated => "deactivated",

@@ -6,12 +6,14 @@
 
 pub mod backend;
 pub mod controller;
+pub mod ejection;
 pub mod events;
 pub mod health;
 pub mod hibernation;
 pub mod load;
 pub mod policy;
 pub mod pool;
+mod pool_queue;
 pub mod replica;
 pub mod scale_down;
 pub mod scrape;

@@ -6,7 +6,7 @@
 //! load and atomic compare-and-swaps. Requests that must wait go into an unbounded MPSC channel
 //! drained by one dispatcher task, which hands out slots in arrival order as they free up.
 
-use crate::replica::{Replica, ReplicaState};
+use crate::replica::Replica;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// A request that waits for a slot.
-struct Waiter {
-    tx: oneshot::Sender<Slot>,
+pub(crate) struct Waiter {
+    pub(crate) tx: oneshot::Sender<Slot>,
     /// Shared with the waiting request's guard: whoever clears it takes the request out of the
     /// `waiting` count, so it is taken out exactly once.
-    counted: Arc<AtomicBool>,
+    pub(crate) counted: Arc<AtomicBool>,
+    /// Back in line after its replica refused the connection: served before the others.
+    pub(crate) retry: bool,
 }
 
 /// Why a request could not get a slot.
@@ -52,19 +54,23 @@ pub struct ReplicaPool {
     pub name: String,
     replicas: ArcSwap<Vec<Arc<Replica>>>,
     in_flight: AtomicU64,
-    waiting: AtomicU64,
+    pub(crate) waiting: AtomicU64,
     limit: AtomicU32,
     closed: AtomicBool,
     /// Signalled when capacity may have appeared (slot freed, replica ready, settings changed).
-    capacity_changed: Notify,
+    pub(crate) capacity_changed: Notify,
     /// Signalled when a request found no replica able to serve it: the controller acts at once.
     demand: Arc<Notify>,
     /// Microseconds after `epoch` of the oldest demand signal the controller has not taken yet
     /// (0 = none), to measure how fast a scale-up follows the request that asked for it.
     demand_at_us: AtomicU64,
     epoch: Instant,
-    queue_tx: mpsc::UnboundedSender<Waiter>,
-    queue_rx: Mutex<Option<mpsc::UnboundedReceiver<Waiter>>>,
+    pub(crate) queue_tx: mpsc::UnboundedSender<Waiter>,
+    pub(crate) queue_rx: Mutex<Option<mpsc::UnboundedReceiver<Waiter>>>,
+    /// Requests whose replica refused the connection: they arrived before everyone in the
+    /// queue, so they go first.
+    pub(crate) retry_tx: mpsc::UnboundedSender<Waiter>,
+    pub(crate) retry_rx: Mutex<Option<mpsc::UnboundedReceiver<Waiter>>>,
     requests_total: AtomicU64,
     /// Requests answered elsewhere (the fallback) for lack of a replica: demand all the same.
     external: AtomicU64,
@@ -105,9 +111,9 @@ impl Drop for Slot {
 
 /// Takes a waiting request out of the `waiting` count when it leaves the queue for any reason,
 /// unless the dispatcher already did when it handed the request a slot.
-struct WaitingGuard<'a> {
-    waiting: &'a AtomicU64,
-    counted: Arc<AtomicBool>,
+pub(crate) struct WaitingGuard<'a> {
+    pub(crate) waiting: &'a AtomicU64,
+    pub(crate) counted: Arc<AtomicBool>,
 }
 
 impl Drop for WaitingGuard<'_> {
@@ -117,7 +123,7 @@ impl Drop for WaitingGuard<'_> {
 }
 
 /// Removes one request from `waiting` if it is still counted there; true when it was.
-fn uncount(waiting: &AtomicU64, counted: &AtomicBool) -> bool {
+pub(crate) fn uncount(waiting: &AtomicU64, counted: &AtomicBool) -> bool {
     let was = counted.swap(false, Ordering::AcqRel);
     if was {
         waiting.fetch_sub(1, Ordering::AcqRel);
@@ -129,6 +135,7 @@ impl ReplicaPool {
     /// An empty pool; `replica_concurrency` of 0 means unlimited.
     pub fn new(name: &str, replica_concurrency: u32) -> Arc<Self> {
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
+        let (retry_tx, retry_rx) = mpsc::unbounded_channel();
         Arc::new(ReplicaPool {
             name: name.to_string(),
             replicas: ArcSwap::from_pointee(Vec::new()),
@@ -142,6 +149,8 @@ impl ReplicaPool {
             epoch: Instant::now(),
             queue_tx,
             queue_rx: Mutex::new(Some(queue_rx)),
+            retry_tx,
+            retry_rx: Mutex::new(Some(retry_rx)),
             requests_total: AtomicU64::new(0),
             external: AtomicU64::new(0),
         })
@@ -180,10 +189,7 @@ impl ReplicaPool {
 
     /// Whether any replica is ready (a lock-free scan of the replica list).
     pub fn has_ready(&self) -> bool {
-        self.replicas
-            .load()
-            .iter()
-            .any(|r| r.state() == ReplicaState::Ready)
+        self.replicas.load().iter().any(|r| r.in_rotation())
     }
 
     /// Requests of this deployment being answered by the fallback right now.
@@ -200,7 +206,7 @@ impl ReplicaPool {
     }
 
     /// Wakes the controller because a request found no free replica at `at`.
-    fn signal_demand(&self, at: Instant) {
+    pub(crate) fn signal_demand(&self, at: Instant) {
         let us = (at.saturating_duration_since(self.epoch).as_micros() as u64).max(1);
         let _ = self
             .demand_at_us
@@ -275,7 +281,7 @@ impl ReplicaPool {
             return None;
         }
         let eligible = |r: &Replica| {
-            r.state() == ReplicaState::Ready
+            r.in_rotation()
                 && (limit == 0 || r.in_flight() < limit)
                 && !exclude.iter().any(|x| std::ptr::eq(x.as_ref(), r))
         };
@@ -320,168 +326,8 @@ impl ReplicaPool {
             replica,
         }
     }
-
-    /// Gets a slot, waiting in FIFO order for up to `max_wait` if none is free. Dropping the
-    /// returned future (client gone) leaves the queue at once.
-    pub async fn acquire(
-        self: &Arc<Self>,
-        max_wait: Duration,
-        max_waiting: u64,
-    ) -> Result<Acquired, AcquireError> {
-        if self.is_closed() {
-            return Err(AcquireError::Closed);
-        }
-        if self.waiting() == 0 {
-            if let Some(slot) = self.try_acquire() {
-                return Ok(Acquired { slot, queued: None });
-            }
-        }
-        let before = self.waiting.fetch_add(1, Ordering::AcqRel);
-        let counted = Arc::new(AtomicBool::new(true));
-        let _guard = WaitingGuard {
-            waiting: &self.waiting,
-            counted: counted.clone(),
-        };
-        if before >= max_waiting {
-            return Err(AcquireError::QueueFull { waiting: before });
-        }
-        let since = Instant::now();
-        let (tx, rx) = oneshot::channel();
-        if self.queue_tx.send(Waiter { tx, counted }).is_err() {
-            return Err(AcquireError::Closed);
-        }
-        self.signal_demand(since);
-        match tokio::time::timeout(max_wait, rx).await {
-            Ok(Ok(slot)) => Ok(Acquired {
-                slot,
-                queued: Some(since.elapsed()),
-            }),
-            Ok(Err(_)) => Err(AcquireError::Closed),
-            Err(_) => Err(AcquireError::Timeout(max_wait)),
-        }
-    }
-
-    /// Runs the dispatcher: hands slots to waiting requests in arrival order as capacity appears.
-    /// Spawn once per pool. After `close`, queued requests are answered `Closed`.
-    pub async fn run_dispatcher(self: Arc<Self>) {
-        let Some(mut rx) = self.queue_rx.lock().ok().and_then(|mut g| g.take()) else {
-            return;
-        };
-        let mut head: Option<Waiter> = None;
-        loop {
-            let mut waiter = match head.take() {
-                Some(w) => w,
-                None => match rx.recv().await {
-                    Some(w) => w,
-                    None => return,
-                },
-            };
-            if waiter.tx.is_closed() || self.is_closed() {
-                // The client left while waiting (or the pool closed): out of the count if it
-                // was put back in it, then dropped (the receiver sees `Closed`).
-                uncount(&self.waiting, &waiter.counted);
-                continue;
-            }
-            // Out of `waiting` before the slot counts it in flight, so the load the autoscaler
-            // samples never counts a request twice during the hand-over.
-            let was_counted = uncount(&self.waiting, &waiter.counted);
-            if let Some(slot) = self.try_acquire() {
-                // If the receiver just went away, the slot comes back to us and is released on drop.
-                let _ = waiter.tx.send(slot);
-                continue;
-            }
-            if was_counted && !waiter.tx.is_closed() {
-                // Lost the race for the slot: back in the count, still first in line.
-                self.waiting.fetch_add(1, Ordering::AcqRel);
-                waiter.counted.store(true, Ordering::Release);
-            }
-            tokio::select! {
-                _ = self.capacity_changed.notified() => {}
-                _ = waiter.tx.closed() => {}
-            }
-            head = Some(waiter);
-        }
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ready(id: &str) -> Arc<Replica> {
-        let r = Arc::new(Replica::new(id.into(), "127.0.0.1:1".parse().unwrap()));
-        r.set_state(ReplicaState::Ready);
-        r
-    }
-
-    #[test]
-    fn slots_respect_the_replica_limit_and_are_returned_on_drop() {
-        let pool = ReplicaPool::new("d", 2);
-        pool.add_replica(ready("a"));
-        let s1 = pool.try_acquire().unwrap();
-        let s2 = pool.try_acquire().unwrap();
-        assert!(pool.try_acquire().is_none());
-        assert_eq!(pool.in_flight(), 2);
-        drop(s1);
-        assert_eq!(pool.in_flight(), 1);
-        drop(s2);
-        assert_eq!(pool.in_flight(), 0);
-        assert_eq!(pool.replicas()[0].in_flight(), 0);
-    }
-
-    #[test]
-    fn p2c_spreads_load_and_skips_unready_replicas() {
-        let pool = ReplicaPool::new("d", 0);
-        pool.add_replica(ready("a"));
-        pool.add_replica(ready("b"));
-        let starting = Arc::new(Replica::new("c".into(), "127.0.0.1:1".parse().unwrap()));
-        pool.add_replica(starting.clone());
-        let slots: Vec<_> = (0..10).map(|_| pool.try_acquire().unwrap()).collect();
-        let reps = pool.replicas();
-        assert_eq!(reps[0].in_flight() + reps[1].in_flight(), 10);
-        assert!(reps[0].in_flight().abs_diff(reps[1].in_flight()) <= 1);
-        assert_eq!(starting.in_flight(), 0);
-        drop(slots);
-    }
-
-    #[tokio::test]
-    async fn waiters_are_served_in_order_when_capacity_appears() {
-        let pool = ReplicaPool::new("d", 1);
-        tokio::spawn(pool.clone().run_dispatcher());
-        let replica = Arc::new(Replica::new("a".into(), "127.0.0.1:1".parse().unwrap()));
-        pool.add_replica(replica.clone());
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        for i in 0..5 {
-            let p = pool.clone();
-            let done_tx = done_tx.clone();
-            tokio::spawn(async move {
-                let got = p.acquire(Duration::from_secs(10), 100).await.unwrap();
-                assert!(got.queued.is_some());
-                done_tx.send(i).unwrap();
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                drop(got);
-            });
-            while pool.waiting() < i + 1 {
-                tokio::task::yield_now().await;
-            }
-        }
-        replica.set_state(ReplicaState::Ready);
-        pool.notify_capacity();
-        let mut order = vec![];
-        for _ in 0..5 {
-            order.push(done_rx.recv().await.unwrap());
-        }
-        assert_eq!(order, vec![0, 1, 2, 3, 4]);
-    }
-
-    #[tokio::test]
-    async fn full_queue_and_timeout_are_reported_and_counters_return_to_zero() {
-        let pool = ReplicaPool::new("d", 1);
-        tokio::spawn(pool.clone().run_dispatcher());
-        let err = pool.acquire(Duration::from_millis(20), 5).await.err();
-        assert_eq!(err, Some(AcquireError::Timeout(Duration::from_millis(20))));
-        let err = pool.acquire(Duration::from_millis(20), 0).await.err();
-        assert_eq!(err, Some(AcquireError::QueueFull { waiting: 0 }));
-        assert_eq!(pool.waiting(), 0);
-    }
-}
+#[path = "pool_tests.rs"]
+mod tests;

@@ -2,7 +2,7 @@
 //! all atomics so that the request path never takes a lock.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// Lifecycle state of a replica (SPEC §1).
@@ -59,6 +59,8 @@ pub struct Replica {
     pub order: u64,
     /// Scale-up decision → ready, in milliseconds; 0 until ready.
     cold_start_ms: AtomicU64,
+    /// Out of rotation after failed health checks or a connect failure (see `crate::ejection`).
+    ejected: AtomicBool,
 }
 
 impl Replica {
@@ -78,6 +80,7 @@ impl Replica {
             created: decided,
             order,
             cold_start_ms: AtomicU64::new(0),
+            ejected: AtomicBool::new(false),
         }
     }
 
@@ -106,6 +109,26 @@ impl Replica {
     /// Moves the replica to a new state.
     pub fn set_state(&self, state: ReplicaState) {
         self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// Whether the replica is out of rotation (ready, but sent no new requests).
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Acquire)
+    }
+
+    /// Takes the replica out of rotation; true when it was in.
+    pub fn eject(&self) -> bool {
+        !self.ejected.swap(true, Ordering::AcqRel)
+    }
+
+    /// Puts an ejected replica back in rotation.
+    pub fn readmit(&self) {
+        self.ejected.store(false, Ordering::Release);
+    }
+
+    /// Whether new requests may go to this replica: ready and not ejected.
+    pub fn in_rotation(&self) -> bool {
+        self.state() == ReplicaState::Ready && !self.is_ejected()
     }
 
     /// Requests currently sent to this replica and not finished.

@@ -138,7 +138,11 @@ async fn counters_return_to_zero_after_completions_disconnects_kills_connect_fai
     );
     let proxy = Proxy::start(
         &[
-            sim_deployment("mix", "min_replicas = 1", "--ttft 10ms --tokens-per-s 40"),
+            sim_deployment(
+                "mix",
+                "min_replicas = 1\nroute = { passthrough = [\"/sim/stats\"] }",
+                "--ttft 10ms --tokens-per-s 40",
+            ),
             sim_deployment(
                 "sluggish",
                 "min_replicas = 1\nupstream = { response_timeout = \"300ms\" }",

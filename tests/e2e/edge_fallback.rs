@@ -244,3 +244,72 @@ async fn sigterm_lets_fallback_streams_finish_within_the_grace() {
     let (status, _proxy) = status.await.unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A provider that accepts connections and closes them at once, counting them.
+async fn slamming_provider() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_cool_down_of_an_unchanged_provider() {
+    let (bad_url, attempts) = slamming_provider().await;
+    let good = FakeUpstream::start().await;
+    let deployments = format!(
+        "{}\n[providers.bad]\nbase_url = \"{bad_url}\"\npriority = 1\nfailures_to_cool_down = 1\ncool_down = \"10m\"\n[providers.good]\nbase_url = \"{}/v1\"\npriority = 2\n",
+        sim_deployment("d", "aliases = [\"ok\"]\nfallback = { providers = [\"bad\", \"good\"] }", "--cold-start 600s"),
+        good.url()
+    );
+    let proxy = Proxy::start(&deployments);
+    let ask = || async {
+        let r = proxy.chat("ok", true, 2).await;
+        let route = r.headers()["x-infergate-route"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let _ = r.bytes().await;
+        route
+    };
+    assert_eq!(ask().await, "fallback/good");
+    let tried = attempts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(tried >= 1, "the failing provider was not tried first");
+    assert_eq!(ask().await, "fallback/good");
+    assert_eq!(
+        attempts.load(std::sync::atomic::Ordering::SeqCst),
+        tried,
+        "cooling down: skipped"
+    );
+    // Reload with another deployment added; the providers are unchanged.
+    let text = std::fs::read_to_string(&proxy.config_path).unwrap();
+    std::fs::write(
+        &proxy.config_path,
+        format!("{text}\n{}", sim_deployment("extra", "", "--ttft 1ms")),
+    )
+    .unwrap();
+    crate::harness::kill(proxy.child.id(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while proxy
+        .admin_get("/admin/v1/deployments/extra")
+        .await
+        .status()
+        != 200
+    {
+        assert!(std::time::Instant::now() < deadline, "reload not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ask().await, "fallback/good");
+    assert_eq!(
+        attempts.load(std::sync::atomic::Ordering::SeqCst),
+        tried,
+        "the reload reset the cool-down of an unchanged provider"
+    );
+}

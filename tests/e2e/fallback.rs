@@ -403,7 +403,7 @@ async fn replica_errors_overload_and_maintenance_go_to_the_fallback() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provider_pointing_at_the_proxy_is_refused_and_a_marked_request_gets_508() {
+async fn a_provider_pointing_at_the_proxy_is_refused() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -436,16 +436,5 @@ async fn a_provider_pointing_at_the_proxy_is_refused_and_a_marked_request_gets_5
         .unwrap();
     assert!(!serve.status.success());
     assert!(String::from_utf8_lossy(&serve.stderr).contains(&expected));
-
-    let proxy = Proxy::start(&sim_deployment("m", "min_replicas = 1", "--ttft 1ms"));
-    let r = reqwest::Client::new()
-        .post(proxy.url("/v1/chat/completions"))
-        .header("x-infergate-forwarded", "1")
-        .json(&chat("m", false, 2))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 508);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "loop_detected");
+    // A request marked by this very instance is refused: edge_loops.rs.
 }

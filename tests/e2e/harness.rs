@@ -206,7 +206,7 @@ impl Proxy {
     }
 
     /// Counters of the simulated server behind a (single-replica) deployment, fetched through
-    /// the proxy by header routing.
+    /// the proxy by header routing (the deployment must list `/sim/stats` in `route.passthrough`).
     pub async fn sim_stats(&self, deployment: &str) -> Value {
         reqwest::Client::new()
             .get(self.url("/sim/stats"))

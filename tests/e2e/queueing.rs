@@ -70,7 +70,7 @@ async fn scale_from_zero_holds_20_requests_and_serves_them_in_arrival_order() {
 async fn replica_concurrency_two_is_never_exceeded() {
     let proxy = Proxy::start(&sim_deployment(
         "limited",
-        "min_replicas = 1\nreplica_concurrency = 2",
+        "min_replicas = 1\nreplica_concurrency = 2\nroute = { passthrough = [\"/sim/stats\"] }",
         "--ttft 150ms --tokens-per-s 200",
     ));
     proxy.wait_ready("limited", 1).await;

@@ -16,6 +16,7 @@ pub fn deployment_state(d: &crate::routing::DeploymentEntry) -> Value {
                 "id": r.id,
                 "addr": r.addr.to_string(),
                 "state": r.state().name(),
+                "ejected": r.is_ejected(),
                 "in_flight": r.in_flight(),
                 "cold_start_ms": r.cold_start().map(|d| d.as_millis() as u64),
             })
