@@ -11,15 +11,18 @@
 
 use crate::app::ProxyApp;
 use async_trait::async_trait;
-use pingora::apps::{ReusedHttpStream, ServerApp};
+use pingora::apps::{
+    HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp,
+};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::Instrument;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -282,4 +285,110 @@ pub async fn write_raw(stream: &mut Stream, answer: &RawAnswer) {
         stream.shutdown().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), write).await;
+}
+
+impl ProxyApp {
+    /// The connection limits in force.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        self.settings.load().connections
+    }
+
+    /// Reads one request head (within `server.header_read_timeout`, plus the keep-alive idle time
+    /// on a `kept_alive` connection), answers it, and hands back the connection when it can carry
+    /// another request. A head that is not valid HTTP gets 400/431/505 and the connection closes.
+    pub async fn serve_session(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+        kept_alive: bool,
+    ) -> Option<ReusedHttpStream> {
+        let limits = self.connection_limits();
+        let budget = if kept_alive {
+            limits.keepalive_idle + limits.header_read_timeout
+        } else {
+            limits.header_read_timeout
+        };
+        let mut shutdown_rx = shutdown.clone();
+        let waiting_since = kept_alive.then(Instant::now);
+        let read = tokio::select! {
+            biased;
+            r = tokio::time::timeout(budget, session.read_request()) => r,
+            _ = shutdown_rx.wait_for(|stopping| *stopping) => return None,
+        };
+        let answer = match read {
+            Ok(Ok(true)) => None,
+            Ok(Ok(false)) => {
+                // The client closed, or pingora's keep-alive timer did.
+                if waiting_since.is_some_and(|t| t.elapsed() >= limits.keepalive_idle) {
+                    crate::metrics::connection_closed("idle");
+                }
+                return None;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "could not read request");
+                let answer = malformed(&e)?;
+                crate::metrics::connection_closed("malformed");
+                Some(answer)
+            }
+            Err(_) if kept_alive => {
+                // Idle (or trickling) between requests: close without an answer, which a client
+                // reusing the connection just then would mistake for its own.
+                crate::metrics::connection_closed("idle");
+                return None;
+            }
+            Err(_) => {
+                crate::metrics::connection_closed("header_timeout");
+                Some(header_timeout(limits.header_read_timeout))
+            }
+        };
+        if session.get_keepalive().is_some() {
+            // pingora makes every HTTP/1.1 connection keep-alive forever once a request is read;
+            // bound the idle time by server.keepalive_idle_timeout.
+            session.set_keepalive(Some(limits.keepalive_idle.as_secs().max(1)));
+        }
+        if let Some(answer) = answer {
+            tracing::info!(
+                status = answer.status,
+                code = answer.code,
+                "request head refused"
+            );
+            crate::metrics::request_without_deployment("proxy", answer.status);
+            if let ServerSession::H1(h1) = session {
+                let mut stream = h1.into_inner();
+                write_raw(&mut stream, &answer).await;
+            }
+            return None;
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("request", request_id, deployment = tracing::field::Empty);
+        if !self.handle(&mut session, request_id).instrument(span).await {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        session
+            .finish()
+            .await
+            .ok()
+            .flatten()
+            .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for ProxyApp {
+    /// HTTP/2 streams (HTTP/1.x connections are run by [`EdgeApp`]).
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.serve_session(session, shutdown, false).await
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.server_options)
+    }
 }

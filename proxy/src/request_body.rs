@@ -27,9 +27,52 @@ pub struct BodyLimits {
     pub min_rate: u64,
 }
 
+/// The whole request body as routing and the replica need it: `Expect: 100-continue` answered,
+/// read within the size and pace limits, a `Content-Encoding` decoded (the header is then removed,
+/// so upstream gets the decoded body framed by its own Content-Length).
+pub async fn read_request_body(
+    session: &mut ServerSession,
+    limits: BodyLimits,
+) -> Result<Bytes, ProxyError> {
+    if expects_continue(session.req_header()) {
+        // Answer `Expect: 100-continue` (curl waits a second for it before bodies > 1 MiB).
+        if let Err(e) = session.write_continue_response().await {
+            return Err(ProxyError::BadBody(e.to_string()));
+        }
+    }
+    let body = if session.is_body_empty() {
+        Bytes::new()
+    } else {
+        read_bounded(session, limits).await?
+    };
+    let encoding = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").to_string());
+    match encoding {
+        Some(encoding) if !body.is_empty() => {
+            let decoded = decode(body, Some(&encoding), limits.max_size)?;
+            session
+                .req_header_mut()
+                .remove_header(&http::header::CONTENT_ENCODING);
+            Ok(decoded)
+        }
+        _ => Ok(body),
+    }
+}
+
+/// Whether the client waits for `100 Continue` before sending its body.
+fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
+    req.headers
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
 /// Reads the whole body, refusing it with 413 once it passes the limit and with 408 when the
 /// client goes silent or trickles it slower than the minimum rate.
-pub async fn read_bounded(
+async fn read_bounded(
     session: &mut ServerSession,
     limits: BodyLimits,
 ) -> Result<Bytes, ProxyError> {

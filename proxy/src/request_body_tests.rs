@@ -30,3 +30,35 @@ fn missing_model_and_bad_json_are_told_apart() {
         Err(ProxyError::BadJson(_))
     ));
 }
+
+#[test]
+fn encoded_bodies_are_decoded_within_the_limit() {
+    use std::io::Write;
+    let body = br#"{"model":"m","prompt":"hello"}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body).unwrap();
+    let gz = bytes::Bytes::from(gz.finish().unwrap());
+    assert_eq!(&decode(gz.clone(), Some("gzip"), 1024).unwrap()[..], body);
+    assert_eq!(&decode(gz.clone(), Some(" GZIP "), 1024).unwrap()[..], body);
+    let exact = body.len() as u64;
+    assert!(decode(gz.clone(), Some("gzip"), exact).is_ok());
+    assert!(matches!(
+        decode(gz, Some("gzip"), exact - 1),
+        Err(ProxyError::BodyTooLarge { .. })
+    ));
+    let zstd = bytes::Bytes::from(zstd::encode_all(&body[..], 3).unwrap());
+    assert_eq!(&decode(zstd, Some("zstd"), 1024).unwrap()[..], body);
+    let plain = bytes::Bytes::from_static(body);
+    assert_eq!(
+        decode(plain.clone(), Some("identity"), 1024).unwrap(),
+        plain
+    );
+    assert!(matches!(
+        decode(plain.clone(), Some("br"), 1024),
+        Err(ProxyError::UnsupportedEncoding(e)) if e == "br"
+    ));
+    assert!(matches!(
+        decode(plain, Some("gzip"), 1024),
+        Err(ProxyError::BadBody(_))
+    ));
+}

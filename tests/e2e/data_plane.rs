@@ -133,7 +133,7 @@ async fn counters_return_to_zero_after_completions_disconnects_kills_connect_fai
 {
     let gone = SimServer::start("--ttft 1ms");
     let gone_table = format!(
-        "[deployments.gone]\nhealth = {{ interval = \"60s\" }}\n[deployments.gone.backend]\ntype = \"static\"\nurls = [\"{}\"]\n",
+        "[deployments.gone]\nhealth = {{ interval = \"60s\" }}\nqueue = {{ max_wait = \"1s\" }}\n[deployments.gone.backend]\ntype = \"static\"\nurls = [\"{}\"]\n",
         gone.url
     );
     let proxy = Proxy::start(
@@ -208,10 +208,11 @@ async fn counters_return_to_zero_after_completions_disconnects_kills_connect_fai
     // Response timeout: 504 with an OpenAI-style body.
     let slow = proxy.chat("sluggish", false, 1).await;
     assert_error(slow, 504, "upstream_timeout").await;
-    // Connect failure: the static replica went away (health re-check is a minute off).
+    // Connect failure: the static replica went away (health re-check is a minute off). The
+    // request goes back in line (nothing was sent) and waits for a replica up to queue.max_wait.
     drop(gone);
     let refused = proxy.chat("gone", false, 1).await;
-    assert_error(refused, 502, "upstream_unreachable").await;
+    assert_error(refused, 504, "queue_timeout").await;
 
     for d in ["mix", "sluggish", "gone"] {
         let state = proxy
@@ -266,7 +267,7 @@ async fn connect_failure_is_retried_on_another_ready_replica() {
     }
     assert!(proxy
         .log()
-        .contains("connect to replica failed; trying another ready replica"));
+        .contains("connect to replica failed; ejecting it and trying another"));
     let state = proxy.state("pair").await;
     assert_eq!(state["in_flight"], 0);
 }
