@@ -38,6 +38,15 @@ fn forwarded_by(headers: &HeaderMap, id: &str) -> bool {
 
 /// The marker to send on: the hops so far plus this instance.
 pub fn marker_value(headers: &HeaderMap) -> HeaderValue {
+    if !headers.contains_key(FORWARDED_MARKER) {
+        // The common case, on every request: a shared value, no allocation.
+        static OWN: OnceLock<HeaderValue> = OnceLock::new();
+        return OWN
+            .get_or_init(|| {
+                HeaderValue::from_str(instance_id()).unwrap_or(HeaderValue::from_static("ig"))
+            })
+            .clone();
+    }
     let mut hops: Vec<&str> = headers
         .get_all(FORWARDED_MARKER)
         .iter()
