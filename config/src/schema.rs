@@ -458,9 +458,21 @@ pub struct ProcessBackendConfig {
     /// GPU ids handed out through `CUDA_VISIBLE_DEVICES`.
     #[serde(default)]
     pub gpus: Vec<String>,
-    /// GPUs each replica takes from the pool.
+    /// GPUs each replica takes from the pool; 0 (the default) means 1 when `gpus` is listed, so a
+    /// GPU list never leaves replicas unpinned.
     #[serde(default)]
     pub gpus_per_replica: u32,
+}
+
+impl ProcessBackendConfig {
+    /// GPUs each replica really takes: `gpus_per_replica`, or 1 when `gpus` is listed without it.
+    pub fn effective_gpus_per_replica(&self) -> u32 {
+        if self.gpus_per_replica == 0 && !self.gpus.is_empty() {
+            1
+        } else {
+            self.gpus_per_replica
+        }
+    }
 }
 
 /// Routes to model servers someone else runs.

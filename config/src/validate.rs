@@ -604,15 +604,15 @@ impl DeploymentConfig {
                         "must name a program, e.g. [\"vllm\", \"serve\", \"...\", \"--port\", \"{port}\"]",
                     );
                 }
-                let needed =
-                    u64::from(self.effective_max_replicas()) * u64::from(p.gpus_per_replica);
+                let needed = u64::from(self.effective_max_replicas())
+                    * u64::from(p.effective_gpus_per_replica());
                 if needed > p.gpus.len() as u64 {
                     c.fail(
                         f("backend.gpus"),
                         format!(
                             "must hold max_replicas ({}) × gpus_per_replica ({}) = {needed} GPUs, got {}",
                             self.effective_max_replicas(),
-                            p.gpus_per_replica,
+                            p.effective_gpus_per_replica(),
                             p.gpus.len()
                         ),
                     );

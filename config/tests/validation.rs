@@ -250,3 +250,18 @@ fn passthrough_paths_and_stripped_headers_are_checked() {
         assert_eq!(route.allows_upstream_path(path), allowed, "{path}");
     }
 }
+
+#[test]
+fn a_gpu_list_implies_one_gpu_per_replica() {
+    let text = "[deployments.a]\nmax_replicas = 3\n[deployments.a.backend]\ntype = \"process\"\ncommand = [\"vllm\"]\ngpus = [\"0\", \"1\"]\n";
+    let errs = errors_of(text);
+    assert!(
+        errs.iter().any(|e| e == "deployments.a.backend.gpus: must hold max_replicas (3) × gpus_per_replica (1) = 3 GPUs, got 2"),
+        "{errs:#?}"
+    );
+    let ok = Config::from_toml_str(&text.replace("max_replicas = 3", "max_replicas = 2")).unwrap();
+    let infergate_config::BackendConfig::Process(p) = &ok.deployments["a"].backend else {
+        panic!("process backend expected");
+    };
+    assert_eq!(p.effective_gpus_per_replica(), 1);
+}

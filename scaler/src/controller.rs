@@ -3,9 +3,15 @@
 //! failed ones with back-off, and draining replicas before stopping them.
 //!
 //! The policy (`crate::policy`) is pure; everything with a clock, a socket or a process lives here.
+//! Starting, watching and stopping one replica is `controller/lifecycle.rs`; watching ready
+//! replicas' health is `controller/health_watch.rs`; scraping their metrics is
+//! `controller/scraping.rs`.
 
-use crate::backend::{self, Backend, ReplicaHandle};
-use crate::ejection::{EjectionSettings, HealthCommand, ReadyHealth};
+mod health_watch;
+mod lifecycle;
+mod scraping;
+
+use crate::backend::{self, Backend, BackendError, ReplicaHandle};
 use crate::events::{EventKind, EventSink, Numbers};
 use crate::health;
 use crate::hibernation::{self, HibernationMemory, HibernationSettings, Serving};
@@ -14,9 +20,8 @@ use crate::policy::{self, PolicyMemory, ReplicaCounts, Settings};
 use crate::pool::ReplicaPool;
 use crate::replica::{Replica, ReplicaState};
 use crate::scale_down::{choose_replicas_to_stop, Candidate};
-use crate::scrape;
 use arc_swap::ArcSwap;
-use infergate_config::{ConfigError, DeploymentConfig, Metric};
+use infergate_config::{ConfigError, DeploymentConfig};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,12 +35,8 @@ const TICK: Duration = Duration::from_millis(200);
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Back-off ceiling.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// How often replicas' metrics are scraped when the metric needs them.
-const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
-/// Longest a scrape may take.
-const SCRAPE_TIMEOUT: Duration = Duration::from_millis(800);
-/// Where model servers export Prometheus metrics (vLLM, SGLang, TEI, llama.cpp `--metrics`).
-const METRICS_PATH: &str = "/metrics";
+/// How often a replica waiting for GPUs tries again.
+const GPU_RETRY: Duration = Duration::from_millis(250);
 
 /// Counters of what the controller did, for the admin API and tests.
 #[derive(Debug, Default)]
@@ -89,6 +90,8 @@ pub struct Controller {
     handles: Mutex<HashMap<String, Arc<dyn ReplicaHandle>>>,
     consecutive_failures: AtomicU32,
     backoff_until: Mutex<Option<Instant>>,
+    /// A start is waiting for GPUs (logged and evented once per wait).
+    waiting_for_gpus: std::sync::atomic::AtomicBool,
     autoscaling: Mutex<AutoscalingState>,
     /// Last scrape of each ready replica by id.
     scraped: Mutex<HashMap<String, Scraped>>,
@@ -140,6 +143,7 @@ impl Controller {
             handles: Mutex::new(HashMap::new()),
             consecutive_failures: AtomicU32::new(0),
             backoff_until: Mutex::new(None),
+            waiting_for_gpus: std::sync::atomic::AtomicBool::new(false),
             autoscaling: Mutex::new(AutoscalingState {
                 memory: PolicyMemory::first_deploy(&settings),
                 ..AutoscalingState::default()
@@ -522,353 +526,6 @@ impl Controller {
                 })
                 .collect(),
         }
-    }
-
-    /// Scrapes every ready replica's metrics once a second while the metric needs them. A replica
-    /// that cannot be read is logged once (and once more when it recovers), not on every scrape.
-    async fn scrape_loop(self: Arc<Self>) {
-        let mut stopping = self.stopping.subscribe();
-        let mut failing: HashMap<String, String> = HashMap::new();
-        loop {
-            if self.config.load().metric != Metric::Concurrency {
-                let replicas = self.pool.replicas();
-                let ready: Vec<_> = replicas
-                    .iter()
-                    .filter(|r| r.state() == ReplicaState::Ready)
-                    .collect();
-                let results = futures_util::future::join_all(
-                    ready
-                        .iter()
-                        .map(|r| scrape::scrape(r.addr, METRICS_PATH, SCRAPE_TIMEOUT)),
-                )
-                .await;
-                let mut fresh = HashMap::new();
-                for (replica, result) in ready.iter().zip(results) {
-                    match result {
-                        Ok(m) => {
-                            if failing.remove(&replica.id).is_some() {
-                                tracing::info!(deployment = %self.name, replica = %replica.id, "replica metrics readable again");
-                            }
-                            fresh.insert(replica.id.clone(), Scraped::Read(m));
-                        }
-                        Err(e) => {
-                            let e = e.to_string();
-                            if failing.insert(replica.id.clone(), e.clone()).is_none() {
-                                tracing::warn!(deployment = %self.name, replica = %replica.id, error = %e, "cannot read replica metrics; counting it as fully loaded at its target until it can be read");
-                            }
-                            fresh.insert(replica.id.clone(), Scraped::Unreadable);
-                        }
-                    }
-                }
-                failing.retain(|id, _| fresh.contains_key(id));
-                if let Ok(mut m) = self.scraped.lock() {
-                    *m = fresh;
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(SCRAPE_INTERVAL) => {}
-                _ = stopping.changed() => return,
-            }
-        }
-    }
-
-    fn in_backoff(&self, now: Instant) -> bool {
-        self.backoff_until
-            .lock()
-            .ok()
-            .and_then(|g| *g)
-            .is_some_and(|until| now < until)
-    }
-
-    fn record_failure(&self, replica: &str, why: &str) {
-        self.stats.replicas_failed.fetch_add(1, Ordering::Relaxed);
-        self.events.emit(
-            &self.name,
-            EventKind::ReplicaFailed,
-            "backend",
-            format!("{replica}: {why}"),
-            Numbers::default(),
-        );
-        let n = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
-        let delay = BACKOFF_BASE
-            .saturating_mul(1u32 << (n - 1).min(16))
-            .min(BACKOFF_MAX);
-        if let Ok(mut g) = self.backoff_until.lock() {
-            *g = Some(Instant::now() + delay);
-        }
-        tracing::warn!(deployment = %self.name, consecutive_failures = n, backoff_ms = delay.as_millis() as u64, "replica failed; next start after back-off");
-        let demand = self.pool.demand();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            demand.notify_one();
-        });
-    }
-
-    /// Launches one replica asked for by the decision taken at `decided`.
-    async fn start_replica(self: &Arc<Self>, decided: Instant) {
-        let config = self.config.load_full();
-        let index = self.next_index.fetch_add(1, Ordering::AcqRel);
-        match self.backend.launch(&self.name, index).await {
-            Ok(launched) => {
-                self.stats.replicas_started.fetch_add(1, Ordering::Relaxed);
-                let replica = Arc::new(Replica::asked_for(
-                    format!("{}-{index}", self.name),
-                    launched.addr,
-                    index,
-                    decided,
-                ));
-                let handle: Arc<dyn ReplicaHandle> = Arc::from(launched.handle);
-                if let Ok(mut h) = self.handles.lock() {
-                    h.insert(replica.id.clone(), handle.clone());
-                }
-                self.pool.add_replica(replica.clone());
-                tracing::info!(deployment = %self.name, replica = %replica.id, addr = %replica.addr, "replica starting");
-                self.events.emit(
-                    &self.name,
-                    EventKind::ReplicaStarted,
-                    "backend",
-                    format!("{} launched on {}", replica.id, replica.addr),
-                    Numbers::default(),
-                );
-                tokio::spawn(self.clone().run_replica(replica, handle, config));
-            }
-            Err(e) => {
-                tracing::error!(deployment = %self.name, error = %e, "cannot start replica");
-                self.record_failure(&format!("{}-{index}", self.name), &e.to_string());
-            }
-        }
-    }
-
-    /// Polls readiness until ready, failed or timed out; then watches for a crash.
-    async fn run_replica(
-        self: Arc<Self>,
-        replica: Arc<Replica>,
-        handle: Arc<dyn ReplicaHandle>,
-        config: Arc<DeploymentConfig>,
-    ) {
-        let deadline = replica.created + config.startup_timeout.get();
-        let interval = config.health.interval.get();
-        let probe_timeout = interval.max(Duration::from_millis(500));
-        let failure = loop {
-            if replica.state() != ReplicaState::Starting {
-                return; // asked to stop while starting
-            }
-            if health::probe(replica.addr, &config.health.path, probe_timeout).await {
-                break None;
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!(deployment = %self.name, replica = %replica.id, timeout = ?config.startup_timeout.get(), "replica not ready within startup_timeout");
-                break Some(format!(
-                    "not ready within startup_timeout ({})",
-                    config.startup_timeout
-                ));
-            }
-            tokio::select! {
-                status = handle.exited() => {
-                    tracing::warn!(deployment = %self.name, replica = %replica.id, exit = %status.description, "replica exited while starting");
-                    break Some(format!("exited while starting ({})", status.description));
-                }
-                _ = tokio::time::sleep(interval) => {}
-            }
-        };
-        if let Some(why) = failure {
-            replica.set_state(ReplicaState::Failed);
-            self.pool.remove_replica(&replica.id);
-            handle.terminate(config.stop.kill_grace.get()).await;
-            self.forget(&replica.id);
-            self.record_failure(&replica.id, &why);
-            return;
-        }
-        if replica.state() != ReplicaState::Starting {
-            return;
-        }
-        let cold_start = replica.mark_ready();
-        metrics::histogram!("infergate_cold_start_seconds", "deployment" => self.name.clone())
-            .record(cold_start.as_secs_f64());
-        self.consecutive_failures.store(0, Ordering::Release);
-        tracing::info!(
-            deployment = %self.name,
-            replica = %replica.id,
-            cold_start_ms = cold_start.as_millis() as u64,
-            "replica ready"
-        );
-        self.events.emit(
-            &self.name,
-            EventKind::ReplicaReady,
-            "backend",
-            format!(
-                "{} ready after a {:.1} s cold start",
-                replica.id,
-                cold_start.as_secs_f64()
-            ),
-            Numbers::default(),
-        );
-        self.pool.notify_capacity();
-        // Decide again at once (a waking deployment becomes active now, not on the next tick).
-        self.pool.demand().notify_one();
-
-        let status = tokio::select! {
-            status = handle.exited() => status,
-            _ = self.clone().watch_ready_replica(replica.clone(), true) => handle.exited().await,
-        };
-        if replica.state() == ReplicaState::Ready {
-            tracing::warn!(deployment = %self.name, replica = %replica.id, exit = %status.description, in_flight = replica.in_flight(), "replica crashed; it will be replaced");
-            replica.set_state(ReplicaState::Failed);
-            self.pool.remove_replica(&replica.id);
-            self.forget(&replica.id);
-            self.record_failure(&replica.id, &format!("crashed ({})", status.description));
-        }
-    }
-
-    fn forget(&self, id: &str) {
-        if let Ok(mut h) = self.handles.lock() {
-            h.remove(id);
-        }
-    }
-
-    /// Marks a replica draining (no new requests) and stops it once idle or after the drain timeout.
-    fn begin_stop(self: Arc<Self>, replica: Arc<Replica>, why: &str) {
-        let was = replica.state();
-        if !matches!(was, ReplicaState::Ready | ReplicaState::Starting) {
-            return;
-        }
-        replica.set_state(ReplicaState::Draining);
-        tracing::info!(deployment = %self.name, replica = %replica.id, reason = why, "replica draining");
-        tokio::spawn(async move { self.finish_stop(replica).await });
-    }
-
-    async fn finish_stop(&self, replica: Arc<Replica>) {
-        let config = self.config.load_full();
-        let deadline = Instant::now() + config.stop.drain_timeout.get();
-        while replica.in_flight() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let handle = self
-            .handles
-            .lock()
-            .ok()
-            .and_then(|mut h| h.remove(&replica.id));
-        if let Some(handle) = handle {
-            handle.terminate(config.stop.kill_grace.get()).await;
-        }
-        replica.set_state(ReplicaState::Stopped);
-        self.pool.remove_replica(&replica.id);
-        self.stats.replicas_stopped.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(deployment = %self.name, replica = %replica.id, "replica stopped");
-        self.events.emit(
-            &self.name,
-            EventKind::ReplicaStopped,
-            "backend",
-            format!("{} stopped", replica.id),
-            Numbers::default(),
-        );
-    }
-
-    /// Health-checks a fixed (static) replica for as long as the controller runs: polled every
-    /// `health.interval` until it first answers, then watched like any ready replica.
-    async fn watch_fixed_replica(self: Arc<Self>, replica: Arc<Replica>) {
-        let mut stopping = self.stopping.subscribe();
-        while replica.state() == ReplicaState::Starting {
-            let config = self.config.load_full();
-            let interval = config.health.interval.get();
-            if health::probe(
-                replica.addr,
-                &config.health.path,
-                config.health.timeout.get(),
-            )
-            .await
-            {
-                replica.mark_ready();
-                tracing::info!(deployment = %self.name, replica = %replica.id, "static replica healthy");
-                self.pool.notify_capacity();
-                break;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = stopping.changed() => return,
-            }
-        }
-        tokio::select! {
-            _ = self.clone().watch_ready_replica(replica, false) => {}
-            _ = stopping.changed() => {}
-        }
-    }
-
-    /// Keeps checking a ready replica every `health.interval_ready` and carries out what the
-    /// pure [`ReadyHealth`] machine decides: eject, readmit, or (when `replaceable`, the process
-    /// backend) drain and replace a replica that stays unhealthy — a hung model server is
-    /// noticed, not kept `ready` forever. Returns once the replica leaves `ready`.
-    async fn watch_ready_replica(self: Arc<Self>, replica: Arc<Replica>, replaceable: bool) {
-        let mut health = ReadyHealth::default();
-        loop {
-            let config = self.config.load_full();
-            tokio::time::sleep(config.health.interval_ready.get()).await;
-            if replica.state() != ReplicaState::Ready {
-                return;
-            }
-            if replica.is_ejected() && !health.ejected {
-                // Ejected by the data plane after a refused connect.
-                health.connect_failed();
-            }
-            let healthy = health::probe(
-                replica.addr,
-                &config.health.path,
-                config.health.timeout.get(),
-            )
-            .await;
-            if replica.state() != ReplicaState::Ready {
-                return;
-            }
-            let settings = EjectionSettings {
-                failures_to_eject: config.health.failures_to_eject,
-                replaceable,
-            };
-            let failures = health.consecutive_failures + 1;
-            match health.check(healthy, settings) {
-                HealthCommand::Keep => {}
-                HealthCommand::Eject => {
-                    replica.eject();
-                    tracing::warn!(deployment = %self.name, replica = %replica.id, failures, "replica failed its health checks; no new requests until it passes one");
-                    self.emit_health(&replica, EventKind::ReplicaEjected, format!("failed {failures} health checks in a row; no new requests until one passes"));
-                }
-                HealthCommand::Readmit => {
-                    replica.readmit();
-                    tracing::info!(deployment = %self.name, replica = %replica.id, "replica healthy again; back in rotation");
-                    self.emit_health(
-                        &replica,
-                        EventKind::ReplicaReadmitted,
-                        "healthy again; back in rotation".into(),
-                    );
-                    self.pool.notify_capacity();
-                }
-                HealthCommand::Replace => {
-                    replica.eject();
-                    tracing::warn!(deployment = %self.name, replica = %replica.id, failures, in_flight = replica.in_flight(), "replica unhealthy; draining and replacing it");
-                    self.emit_health(
-                        &replica,
-                        EventKind::ReplicaEjected,
-                        format!("failed {failures} health checks in a row; replaced"),
-                    );
-                    self.record_failure(
-                        &replica.id,
-                        &format!("unhealthy: {failures} failed health checks in a row"),
-                    );
-                    self.clone().begin_stop(replica.clone(), "unhealthy");
-                    self.pool.demand().notify_one();
-                    return;
-                }
-            }
-        }
-    }
-
-    fn emit_health(&self, replica: &Replica, kind: EventKind, what: String) {
-        self.events.emit(
-            &self.name,
-            kind,
-            "backend",
-            format!("{}: {what}", replica.id),
-            Numbers::default(),
-        );
     }
 
     /// Stops the deployment: no more decisions, waiting requests are answered, every replica is

@@ -31,6 +31,8 @@ pub enum EventKind {
     ReplicaFailed,
     /// A replica was stopped on purpose.
     ReplicaStopped,
+    /// A replica cannot start yet (its GPUs are held by other replicas); it waits.
+    ReplicaWaiting,
     /// A ready replica failed its health checks (or a connect): no new requests go to it.
     ReplicaEjected,
     /// An ejected replica is healthy again and gets requests.
@@ -63,6 +65,7 @@ impl EventKind {
             EventKind::ReplicaReady => "replica_ready",
             EventKind::ReplicaFailed => "replica_failed",
             EventKind::ReplicaStopped => "replica_stopped",
+            EventKind::ReplicaWaiting => "replica_waiting",
             EventKind::ReplicaEjected => "replica_ejected",
             EventKind::ReplicaReadmitted => "replica_readmitted",
             EventKind::Hibernated => "hibernated",

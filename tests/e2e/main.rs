@@ -12,6 +12,7 @@ mod edge_loops;
 mod edge_replicas;
 mod fake_upstream;
 mod fallback;
+mod gpus;
 mod harness;
 mod hibernation;
 mod lifecycle;

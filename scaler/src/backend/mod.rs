@@ -24,9 +24,18 @@ pub enum BackendError {
         /// The OS error.
         reason: String,
     },
-    /// No free port or GPU was available.
+    /// No free port was available.
     #[error("no capacity to start a replica: {0}")]
     NoCapacity(String),
+    /// Every GPU of the pool is held by other replicas (e.g. one still draining); the replica
+    /// waits rather than start unpinned.
+    #[error("waiting for {needed} GPU(s): {free} of the pool free")]
+    WaitingForGpus {
+        /// GPUs one replica needs.
+        needed: usize,
+        /// GPUs free now.
+        free: usize,
+    },
     /// This backend does not start replicas (static URLs).
     #[error("this backend has a fixed set of replicas")]
     Fixed,

@@ -30,7 +30,7 @@ impl ProcessBackend {
     }
 
     fn take_gpus(&self) -> Result<Vec<String>, BackendError> {
-        let want = self.config.gpus_per_replica as usize;
+        let want = self.config.effective_gpus_per_replica() as usize;
         if want == 0 {
             return Ok(Vec::new());
         }
@@ -39,10 +39,10 @@ impl ProcessBackend {
             .lock()
             .map_err(|_| BackendError::NoCapacity("GPU pool lock poisoned".into()))?;
         if free.len() < want {
-            return Err(BackendError::NoCapacity(format!(
-                "{want} GPU(s) needed, {} free",
-                free.len()
-            )));
+            return Err(BackendError::WaitingForGpus {
+                needed: want,
+                free: free.len(),
+            });
         }
         Ok(free.drain(..want).collect())
     }
