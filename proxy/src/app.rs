@@ -202,7 +202,14 @@ impl ProxyApp {
                 .get(name)
                 .and_then(|v| v.to_str().ok())
         };
-        let model = if !body.is_empty() && is_json(header_str("content-type")) {
+        let content_type = header_str("content-type");
+        let model = if body.is_empty() {
+            None
+        } else if let Some(boundary) = crate::multipart::boundary(content_type) {
+            crate::multipart::text_field(&body, &boundary, "model")
+                .await
+                .map_err(|e| ProxyError::BadBody(format!("multipart/form-data: {e}")))?
+        } else if is_json(content_type) {
             model_of(&body)?
         } else {
             None

@@ -10,6 +10,7 @@ mod errors;
 mod fallback_route;
 mod forward;
 mod metrics;
+mod multipart;
 mod reload;
 mod request_body;
 mod respond;

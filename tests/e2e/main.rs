@@ -2,6 +2,7 @@
 //! real sockets on 127.0.0.1 with OS-chosen ports, real clients (reqwest, async-openai, and the
 //! official Python `openai` package). No timing assertions.
 
+mod audio;
 mod autoscaling;
 mod clients;
 mod control_plane;

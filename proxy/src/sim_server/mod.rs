@@ -4,6 +4,7 @@
 //! with a configurable cold start, time to first token and token rate, vLLM-named metrics, and
 //! counters that prove what the proxy did to it (maximum concurrency seen, cancelled requests).
 
+mod audio;
 mod openai;
 mod state;
 
@@ -229,6 +230,9 @@ async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<SimBody
             openai::generate(state, req, openai::Kind::Completion).await
         }
         (&Method::POST, "/v1/embeddings") => openai::embeddings(state, req).await,
+        (&Method::POST, "/v1/audio/transcriptions" | "/v1/audio/translations") => {
+            audio::transcribe(state, req).await
+        }
         _ => json_error(
             StatusCode::NOT_FOUND,
             &format!("no route for {} {path}", req.method()),
