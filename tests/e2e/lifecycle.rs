@@ -108,3 +108,30 @@ fn validate_names_the_field_and_range_and_exits_non_zero() {
 fn infergate_demo_config() -> &'static str {
     include_str!("../../config/src/demo.toml")
 }
+
+/// The demo's deployments (and provider) under the harness' own listeners.
+fn demo_deployments() -> String {
+    let demo = infergate_demo_config();
+    demo[demo.find("[deployments.").unwrap()..].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_demo_one_request_asks_for_one_replica() {
+    let proxy = Proxy::start_with_env(
+        "listeners = [{ address = \"127.0.0.1:0\" }]",
+        &demo_deployments(),
+        &[("INFERGATE_DEMO_PROVIDER_KEY", "demo-key")],
+    );
+    // Two requests at once while the first replica cold-starts: ceil(2 / (8 × 0.7)) = 1.
+    let (a, b) = tokio::join!(
+        proxy.chat("llama", true, 4),
+        proxy.chat("llama", true, 4)
+    );
+    for r in [a, b] {
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("data: [DONE]"));
+    }
+    let state = proxy.state("llama-3.1-8b-instruct").await;
+    assert_eq!(state["peak_desired_replicas"], 1, "{state:#}");
+    assert_eq!(state["replicas_started_total"], 1, "{state:#}");
+}
