@@ -167,18 +167,25 @@ pub async fn run(
         tokio::spawn(admin::serve(listener, state, stop_rx.clone()));
         Some((format!("http://{local}"), token_file))
     };
+    // Every command the banner prints works as written: the admin curl reads the token where
+    // infergate put it (or from the variable it came from).
     let (admin_url, token_note) = match admin_url {
         Some((url, Some(f))) => (
-            Some(url),
+            Some(url.clone()),
             format!(
-                "  admin token written to {} (or set ${})",
-                f.display(),
-                config.admin.token_env
+                "  admin token written to {file} (or set ${env})\n\nLive state:\n  {me} status\n  curl -s -H \"authorization: Bearer $(cat '{file}')\" {url}/admin/v1/deployments",
+                file = f.display(),
+                env = config.admin.token_env,
+                me = this_binary(),
             ),
         ),
         Some((url, None)) => (
-            Some(url),
-            format!("  admin token from ${}", config.admin.token_env),
+            Some(url.clone()),
+            format!(
+                "  admin token from ${env}\n\nLive state:\n  {me} status\n  curl -s -H \"authorization: Bearer ${env}\" {url}/admin/v1/deployments",
+                env = config.admin.token_env,
+                me = this_binary(),
+            ),
         ),
         None => (None, String::new()),
     };
@@ -189,9 +196,12 @@ pub async fn run(
         service.start_service(Some(fd_table), service_stop, 1).await;
     });
 
-    print_banner(&config, config_source, &urls, admin_url.as_deref());
-    if !token_note.is_empty() {
-        println!("{token_note}");
+    let (token_line, live_state) = token_note
+        .split_once("\n\n")
+        .map_or((token_note.as_str(), ""), |(a, b)| (a, b));
+    print_banner(&config, config_source, &urls, admin_url.as_deref(), token_line);
+    if !live_state.is_empty() {
+        println!("\n{live_state}");
     }
 
     let mut deployments = deployments;
@@ -248,7 +258,26 @@ pub async fn run(
     Ok(())
 }
 
-fn print_banner(config: &Config, source: &str, urls: &[String], admin: Option<&str>) {
+/// How to run this binary again from the current directory (for the commands the banner prints).
+fn this_binary() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "infergate".into();
+    };
+    let relative = std::env::current_dir().ok().and_then(|cwd| {
+        exe.strip_prefix(&cwd)
+            .ok()
+            .map(|p| format!("./{}", p.display()))
+    });
+    relative.unwrap_or_else(|| exe.display().to_string())
+}
+
+fn print_banner(
+    config: &Config,
+    source: &str,
+    urls: &[String],
+    admin: Option<&str>,
+    token_line: &str,
+) {
     let base = urls
         .first()
         .map(String::as_str)
@@ -262,7 +291,10 @@ fn print_banner(config: &Config, source: &str, urls: &[String], admin: Option<&s
         println!("  listening on {url}");
     }
     if let Some(admin) = admin {
-        println!("  admin on {admin}  (GET {admin}/admin/v1/deployments)");
+        println!("  admin on {admin}");
+        if !token_line.is_empty() {
+            println!("{token_line}");
+        }
     }
     for (name, d) in &config.deployments {
         println!(

@@ -123,10 +123,7 @@ async fn in_the_demo_one_request_asks_for_one_replica() {
         &[("INFERGATE_DEMO_PROVIDER_KEY", "demo-key")],
     );
     // Two requests at once while the first replica cold-starts: ceil(2 / (8 × 0.7)) = 1.
-    let (a, b) = tokio::join!(
-        proxy.chat("llama", true, 4),
-        proxy.chat("llama", true, 4)
-    );
+    let (a, b) = tokio::join!(proxy.chat("llama", true, 4), proxy.chat("llama", true, 4));
     for r in [a, b] {
         assert_eq!(r.status(), 200);
         assert!(r.text().await.unwrap().contains("data: [DONE]"));

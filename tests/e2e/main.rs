@@ -18,5 +18,6 @@ mod harness;
 mod hibernation;
 mod lifecycle;
 mod queueing;
+mod readme;
 mod reload;
 mod tls;
