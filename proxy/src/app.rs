@@ -282,6 +282,24 @@ impl ProxyApp {
         }
 
         let max_wait = deployment.config.queue.max_wait.get();
+        if controller.maintenance() {
+            // No provider answered: new requests wait until maintenance is off (those in
+            // flight finish on the replicas).
+            let held_since = Instant::now();
+            let over = tokio::select! {
+                over = controller.wait_out_maintenance(max_wait) => over,
+                _ = session.read_body_or_idle(true) => {
+                    tracing::info!(deployment = %deployment.name, "client left while held for maintenance");
+                    return Ok(Outcome::client_gone("queue".into(), 499, None));
+                }
+            };
+            if !over {
+                return Err(ProxyError::QueueTimeout {
+                    deployment: deployment.name.clone(),
+                    waited: held_since.elapsed(),
+                });
+            }
+        }
         let acquired = match overload_wait(fallback, max_wait) {
             Some(wait) => match self.acquire(session, &deployment, wait).await {
                 Err(ProxyError::QueueTimeout { .. }) => {

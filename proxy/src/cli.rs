@@ -1,4 +1,5 @@
-//! The operator CLI: `status`, `scale`, `events`, `hibernate`, `resume`, `activate`, talking to a
+//! The operator CLI: `status`, `scale`, `events`, `hibernate`, `resume`, `activate`,
+//! `maintenance`, talking to a
 //! running infergate's admin API. Human tables by default, `--json` for scripts; clear errors when
 //! the proxy is unreachable or the token is refused.
 
@@ -77,6 +78,15 @@ pub enum Verb {
     Activate {
         /// Deployment name.
         name: String,
+    },
+    /// Switch maintenance on or off: the fallback answers new requests if it is configured for
+    /// maintenance, else they wait until maintenance is off; requests in flight finish.
+    Maintenance {
+        /// Deployment name.
+        name: String,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
     },
 }
 
@@ -343,6 +353,9 @@ async fn execute(conn: &Connection, verb: Verb) -> Result<(), CliError> {
         Verb::Hibernate { name } => action(&api, &name, "hibernate", conn.json).await?,
         Verb::Resume { name } => action(&api, &name, "resume", conn.json).await?,
         Verb::Activate { name } => action(&api, &name, "activate", conn.json).await?,
+        Verb::Maintenance { name, state } => {
+            action(&api, &name, &format!("maintenance/{state}"), conn.json).await?
+        }
     }
     Ok(())
 }
@@ -353,7 +366,18 @@ async fn action(api: &Api, name: &str, action: &str, as_json: bool) -> Result<()
     if as_json {
         println!("{state}");
     } else {
-        println!("{name}: {}", state["serving"].as_str().unwrap_or("?"));
+        let maintenance = if state["maintenance"] == true {
+            ", maintenance on"
+        } else {
+            ""
+        };
+        println!(
+            "{name}: {}{maintenance}",
+            state["serving"].as_str().unwrap_or("?")
+        );
+        if let Some(note) = state["maintenance_note"].as_str() {
+            println!("  {note}");
+        }
     }
     Ok(())
 }

@@ -199,7 +199,13 @@ pub async fn run(
     let (token_line, live_state) = token_note
         .split_once("\n\n")
         .map_or((token_note.as_str(), ""), |(a, b)| (a, b));
-    print_banner(&config, config_source, &urls, admin_url.as_deref(), token_line);
+    print_banner(
+        &config,
+        config_source,
+        &urls,
+        admin_url.as_deref(),
+        token_line,
+    );
     if !live_state.is_empty() {
         println!("\n{live_state}");
     }

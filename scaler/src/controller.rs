@@ -96,8 +96,13 @@ pub struct Controller {
     /// Last scrape of each ready replica by id.
     scraped: Mutex<HashMap<String, Scraped>>,
     epoch: Instant,
-    /// Maintenance switched on by hand: the fallback answers (when configured for it).
+    /// Maintenance switched on by hand: the fallback answers (when configured for it), else new
+    /// requests wait until it is off.
     maintenance: std::sync::atomic::AtomicBool,
+    /// Woken when maintenance ends.
+    maintenance_over: tokio::sync::Notify,
+    /// Requests waiting for maintenance to end.
+    maintenance_held: AtomicU64,
     /// `Serving` as u8: read by the data plane on every request, lock-free.
     serving: std::sync::atomic::AtomicU8,
     /// Requests that arrived for this deployment (any state, any route).
@@ -151,6 +156,8 @@ impl Controller {
             scraped: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             maintenance: std::sync::atomic::AtomicBool::new(false),
+            maintenance_over: tokio::sync::Notify::new(),
+            maintenance_held: AtomicU64::new(0),
             serving: std::sync::atomic::AtomicU8::new(Serving::Active as u8),
             arrivals: AtomicU64::new(0),
             hibernation: Mutex::new(HibernationMemory::default()),
@@ -190,6 +197,32 @@ impl Controller {
         if was != on {
             tracing::info!(deployment = %self.name, maintenance = on, "maintenance switched");
         }
+        if !on {
+            self.maintenance_over.notify_waiters();
+        }
+    }
+
+    /// Holds a request while maintenance is on (no fallback answers it), up to `max_wait`;
+    /// false when maintenance was still on at the end.
+    pub async fn wait_out_maintenance(&self, max_wait: Duration) -> bool {
+        let _held = HeldGuard::new(&self.maintenance_held);
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let over = self.maintenance_over.notified();
+            tokio::pin!(over);
+            over.as_mut().enable();
+            if !self.maintenance() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, over).await.is_err() {
+                return !self.maintenance();
+            }
+        }
+    }
+
+    /// Requests held because of maintenance right now.
+    pub fn maintenance_held(&self) -> u64 {
+        self.maintenance_held.load(Ordering::Acquire)
     }
 
     /// Whether maintenance is on.
@@ -550,6 +583,22 @@ impl ControllerHandle {
         for t in self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Counts a held request in and, when dropped (answered, timed out or gone), out.
+struct HeldGuard<'a>(&'a AtomicU64);
+
+impl<'a> HeldGuard<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        HeldGuard(counter)
+    }
+}
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

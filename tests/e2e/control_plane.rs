@@ -222,7 +222,7 @@ async fn metrics_parse_as_prometheus_text_and_hold_every_family() {
 }
 
 /// Runs `infergate <args>` against the proxy's admin API.
-fn cli(proxy: &Proxy, args: &[&str]) -> std::process::Output {
+pub fn cli(proxy: &Proxy, args: &[&str]) -> std::process::Output {
     Command::new(crate::harness::BIN)
         .env("INFERGATE_ADMIN_URL", &proxy.admin)
         .env("INFERGATE_ADMIN_TOKEN", ADMIN_TOKEN)

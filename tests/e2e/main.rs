@@ -17,6 +17,7 @@ mod gpus;
 mod harness;
 mod hibernation;
 mod lifecycle;
+mod maintenance;
 mod queueing;
 mod readme;
 mod reload;

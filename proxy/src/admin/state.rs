@@ -42,6 +42,8 @@ pub fn deployment_state(d: &crate::routing::DeploymentEntry) -> Value {
         "requests_total": pool.requests_total(),
         "serving": controller.serving().name(),
         "maintenance": controller.maintenance(),
+        "maintenance_note": controller.maintenance().then(|| maintenance_note(d, &config)),
+        "maintenance_waiting": controller.maintenance_held(),
         "fallback_requests_in_flight": pool.external(),
         "fallback_engaged": d.fallback.as_ref().is_some_and(|f| f.ramp.is_engaged()),
         "desired_replicas": stats.desired.load(Ordering::Acquire),
@@ -67,4 +69,24 @@ pub fn deployment_state(d: &crate::routing::DeploymentEntry) -> Value {
             "queue_max_waiting": config.queue.max_waiting,
         },
     })
+}
+
+/// What maintenance does to this deployment's requests.
+fn maintenance_note(
+    d: &crate::routing::DeploymentEntry,
+    config: &infergate_config::DeploymentConfig,
+) -> String {
+    let bridged = d
+        .fallback
+        .as_ref()
+        .is_some_and(|f| f.uses(infergate_config::FallbackWhen::Maintenance));
+    if bridged {
+        "new requests go to the fallback providers; requests in flight finish on the replicas"
+            .into()
+    } else {
+        format!(
+            "no fallback for maintenance: new requests wait (up to queue.max_wait = {}) until maintenance is off; requests in flight finish",
+            config.queue.max_wait
+        )
+    }
 }
