@@ -291,6 +291,10 @@ pub struct DeploymentConfig {
     /// How long a starting replica may take to pass its readiness check.
     #[serde(default = "defaults::startup_timeout")]
     pub startup_timeout: HumanDuration,
+    /// Failed starts in a row after which waiting requests get 503 `deployment_unavailable` at
+    /// once (starts keep being retried with back-off; the deployment recovers by itself).
+    #[serde(default = "defaults::startup_failures_to_give_up")]
+    pub startup_failures_to_give_up: u32,
     /// Readiness check of replicas.
     #[serde(default)]
     pub health: HealthConfig,
@@ -357,6 +361,9 @@ pub struct HealthConfig {
     pub failures_to_eject: u32,
     /// Longest a check may take before it counts as failed.
     pub timeout: HumanDuration,
+    /// A static deployment with no healthy replica this long answers waiting requests 503
+    /// `deployment_unavailable` at once, until one is healthy again.
+    pub unhealthy_fail_after: HumanDuration,
 }
 
 impl Default for HealthConfig {
@@ -367,6 +374,7 @@ impl Default for HealthConfig {
             interval_ready: HumanDuration::secs(5),
             failures_to_eject: 3,
             timeout: HumanDuration::secs(2),
+            unhealthy_fail_after: HumanDuration::secs(30),
         }
     }
 }
@@ -517,6 +525,9 @@ mod defaults {
     }
     pub fn startup_timeout() -> HumanDuration {
         HumanDuration::secs(1200)
+    }
+    pub fn startup_failures_to_give_up() -> u32 {
+        3
     }
     pub fn max_replicas() -> u32 {
         1

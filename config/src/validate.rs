@@ -469,6 +469,19 @@ impl DeploymentConfig {
             "",
         );
         c.duration_range(
+            &f("health.unhealthy_fail_after"),
+            self.health.unhealthy_fail_after,
+            Duration::from_millis(100),
+            DAY,
+        );
+        c.int_range(
+            &f("startup_failures_to_give_up"),
+            self.startup_failures_to_give_up.into(),
+            1,
+            1000,
+            "",
+        );
+        c.duration_range(
             &f("health.timeout"),
             self.health.timeout,
             Duration::from_millis(10),

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::Method;
 use infergate_config::FallbackWhen;
 use infergate_fallback::forwarded_by_us;
-use infergate_scaler::{AcquireError, Acquired, Serving};
+use infergate_scaler::{Acquired, Serving};
 use pingora::apps::HttpServerOptions;
 use pingora::connectors::http::Connector;
 use pingora::protocols::http::ServerSession;
@@ -356,17 +356,9 @@ impl ProxyApp {
             r = pool.acquire(max_wait, config.queue.max_waiting.into()) => r,
             _ = session.read_body_or_idle(true) => return Ok(None),
         };
-        result.map(Some).map_err(|e| match e {
-            AcquireError::QueueFull { waiting } => ProxyError::QueueFull {
-                deployment: deployment.name.clone(),
-                waiting,
-            },
-            AcquireError::Timeout(waited) => ProxyError::QueueTimeout {
-                deployment: deployment.name.clone(),
-                waited,
-            },
-            AcquireError::Closed => ProxyError::ShuttingDown,
-        })
+        result
+            .map(Some)
+            .map_err(|e| ProxyError::from_acquire(&deployment.name, e))
     }
 }
 

@@ -57,6 +57,17 @@ pub enum ProxyError {
         /// How long it waited.
         waited: Duration,
     },
+    /// Nothing can answer for now (replicas keep failing to start, no static replica is
+    /// healthy, no fallback); retried in the background.
+    #[error("Deployment `{deployment}` cannot answer now: {reason}")]
+    Unavailable {
+        /// Deployment name.
+        deployment: String,
+        /// The last failure.
+        reason: String,
+        /// Seconds before a retry makes sense.
+        retry_after: u64,
+    },
     /// The proxy is shutting down or the deployment was removed.
     #[error("The proxy is shutting down; retry against another instance.")]
     ShuttingDown,
@@ -121,6 +132,7 @@ impl ProxyError {
             ProxyError::BodyTimeout { .. } => 408,
             ProxyError::QueueFull { .. }
             | ProxyError::ShuttingDown
+            | ProxyError::Unavailable { .. }
             | ProxyError::Deactivated(_) => 503,
             ProxyError::QueueTimeout { .. } | ProxyError::UpstreamTimeout(_) => 504,
             ProxyError::UpstreamConnect(_)
@@ -160,6 +172,7 @@ impl ProxyError {
             ProxyError::QueueFull { .. } => "queue_full",
             ProxyError::QueueTimeout { .. } => "queue_timeout",
             ProxyError::ShuttingDown => "shutting_down",
+            ProxyError::Unavailable { .. } => "deployment_unavailable",
             ProxyError::UpstreamConnect(_) => "upstream_unreachable",
             ProxyError::UpstreamFailed { .. } => "upstream_error",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
@@ -177,6 +190,7 @@ impl ProxyError {
         match self {
             ProxyError::QueueFull { .. } => Some(5),
             ProxyError::ShuttingDown => Some(1),
+            ProxyError::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -190,5 +204,28 @@ impl ProxyError {
             "code": self.code(),
         }});
         Bytes::from(body.to_string())
+    }
+}
+
+impl ProxyError {
+    /// The error a request of `deployment` gets when its pool cannot give it a slot.
+    pub fn from_acquire(deployment: &str, e: infergate_scaler::AcquireError) -> Self {
+        use infergate_scaler::AcquireError;
+        match e {
+            AcquireError::QueueFull { waiting } => ProxyError::QueueFull {
+                deployment: deployment.to_string(),
+                waiting,
+            },
+            AcquireError::Timeout(waited) => ProxyError::QueueTimeout {
+                deployment: deployment.to_string(),
+                waited,
+            },
+            AcquireError::Closed => ProxyError::ShuttingDown,
+            AcquireError::Unavailable(u) => ProxyError::Unavailable {
+                deployment: deployment.to_string(),
+                reason: u.reason,
+                retry_after: u.retry_after_secs,
+            },
+        }
     }
 }

@@ -107,16 +107,10 @@ impl ProxyApp {
                     queued = Some(queued.unwrap_or_default() + a.queued.unwrap_or_default());
                     slot = a.slot;
                 }
-                Err(AcquireError::Timeout(waited)) => {
-                    return Err(ProxyError::QueueTimeout {
-                        deployment: deployment.name.clone(),
-                        waited,
-                    })
-                }
-                Err(AcquireError::Closed) => return Err(ProxyError::ShuttingDown),
                 Err(AcquireError::QueueFull { .. }) => {
                     return Err(ProxyError::UpstreamConnect(deployment.name.clone()))
                 }
+                Err(e) => return Err(ProxyError::from_acquire(&deployment.name, e)),
             }
         };
         let replica = slot.replica().clone();

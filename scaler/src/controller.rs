@@ -17,7 +17,7 @@ use crate::health;
 use crate::hibernation::{self, HibernationMemory, HibernationSettings, Serving};
 use crate::load::{self, LoadHistory, LoadInputs, Scraped};
 use crate::policy::{self, PolicyMemory, ReplicaCounts, Settings};
-use crate::pool::ReplicaPool;
+use crate::pool::{ReplicaPool, Unavailable};
 use crate::replica::{Replica, ReplicaState};
 use crate::scale_down::{choose_replicas_to_stop, Candidate};
 use arc_swap::ArcSwap;
@@ -90,6 +90,8 @@ pub struct Controller {
     handles: Mutex<HashMap<String, Arc<dyn ReplicaHandle>>>,
     consecutive_failures: AtomicU32,
     backoff_until: Mutex<Option<Instant>>,
+    /// Since when a static deployment has had no healthy replica.
+    no_healthy_since: Mutex<Option<Instant>>,
     /// A start is waiting for GPUs (logged and evented once per wait).
     waiting_for_gpus: std::sync::atomic::AtomicBool,
     autoscaling: Mutex<AutoscalingState>,
@@ -149,6 +151,7 @@ impl Controller {
             consecutive_failures: AtomicU32::new(0),
             backoff_until: Mutex::new(None),
             waiting_for_gpus: std::sync::atomic::AtomicBool::new(false),
+            no_healthy_since: Mutex::new(None),
             autoscaling: Mutex::new(AutoscalingState {
                 memory: PolicyMemory::first_deploy(&settings),
                 ..AutoscalingState::default()
@@ -174,6 +177,7 @@ impl Controller {
                     controller.clone().watch_fixed_replica(replica),
                 ));
             }
+            tasks.push(tokio::spawn(controller.clone().static_health_loop()));
         } else {
             tasks.push(tokio::spawn(controller.clone().control_loop()));
             tasks.push(tokio::spawn(controller.clone().scrape_loop()));
@@ -397,6 +401,37 @@ impl Controller {
                 _ = tokio::time::sleep(TICK) => {}
                 _ = stopping.changed() => return,
             }
+        }
+    }
+
+    /// A static deployment with no healthy replica for `health.unhealthy_fail_after` cannot
+    /// answer: its waiting requests get 503 until a replica passes a check again.
+    pub(super) fn check_static_health(&self, config: &DeploymentConfig, now: Instant) {
+        let Some(addrs) = self.backend.fixed_replicas() else {
+            return;
+        };
+        let Ok(mut since) = self.no_healthy_since.lock() else {
+            return;
+        };
+        if self.pool.has_ready() {
+            *since = None;
+            drop(since);
+            self.mark_available("a replica passed its health check");
+            return;
+        }
+        let since = *since.get_or_insert(now);
+        let limit = config.health.unhealthy_fail_after.get();
+        if now.saturating_duration_since(since) >= limit && !self.pool.is_unavailable() {
+            let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            self.mark_unavailable(Unavailable {
+                reason: format!(
+                    "no healthy replica for {} (health.unhealthy_fail_after): {} fail {} or refuse connections",
+                    config.health.unhealthy_fail_after,
+                    list.join(", "),
+                    config.health.path
+                ),
+                retry_after_secs: config.health.interval_ready.get().as_secs().max(1),
+            });
         }
     }
 

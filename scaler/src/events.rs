@@ -49,6 +49,11 @@ pub enum EventKind {
     FallbackEngaged,
     /// Requests are back on our replicas.
     FallbackReleased,
+    /// Nothing can answer (starts keep failing, or no static replica is healthy): waiting
+    /// requests get 503 at once.
+    DeploymentUnavailable,
+    /// The deployment can answer again.
+    DeploymentAvailable,
     /// Settings changed (reload or API).
     SettingsChanged,
     /// A configuration change was refused.
@@ -74,6 +79,8 @@ impl EventKind {
             EventKind::Activated => "activated",
             EventKind::FallbackEngaged => "fallback_engaged",
             EventKind::FallbackReleased => "fallback_released",
+            EventKind::DeploymentUnavailable => "deployment_unavailable",
+            EventKind::DeploymentAvailable => "deployment_available",
             EventKind::SettingsChanged => "settings_changed",
             EventKind::ConfigRejected => "config_rejected",
         }

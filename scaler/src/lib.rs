@@ -21,5 +21,5 @@ pub mod scrape;
 pub use controller::{Controller, ControllerHandle};
 pub use events::{EventKind, EventLog, EventSink, Numbers};
 pub use hibernation::Serving;
-pub use pool::{AcquireError, Acquired, ExternalDemand, ReplicaPool, Slot};
+pub use pool::{AcquireError, Acquired, ExternalDemand, ReplicaPool, Slot, Unavailable};
 pub use replica::{Replica, ReplicaState};

@@ -38,6 +38,19 @@ pub enum AcquireError {
     /// The deployment is shutting down or was removed.
     #[error("the deployment is shutting down")]
     Closed,
+    /// Nothing can answer now (replicas keep failing to start, or no static replica is
+    /// healthy); the controller keeps trying in the background.
+    #[error("{}", .0.reason)]
+    Unavailable(Unavailable),
+}
+
+/// Why a deployment cannot answer now, for the 503 its waiting requests get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    /// What failed last (exit code, output tail, health or connect error).
+    pub reason: String,
+    /// Seconds a client should wait before retrying.
+    pub retry_after_secs: u64,
 }
 
 /// A granted slot plus how long the request waited for it.
@@ -74,6 +87,8 @@ pub struct ReplicaPool {
     requests_total: AtomicU64,
     /// Requests answered elsewhere (the fallback) for lack of a replica: demand all the same.
     external: AtomicU64,
+    /// Set while nothing can answer: waiting requests get it at once instead of `max_wait` later.
+    unavailable: ArcSwap<Option<Unavailable>>,
 }
 
 /// A request of this deployment being answered by the fallback; counts as load until dropped.
@@ -153,6 +168,7 @@ impl ReplicaPool {
             retry_rx: Mutex::new(Some(retry_rx)),
             requests_total: AtomicU64::new(0),
             external: AtomicU64::new(0),
+            unavailable: ArcSwap::from_pointee(None),
         })
     }
 
@@ -256,6 +272,27 @@ impl ReplicaPool {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.capacity_changed.notify_one();
+    }
+
+    /// Marks the deployment unable to answer (waiting requests are answered with it at once) or,
+    /// with `None`, able again.
+    pub fn set_unavailable(&self, why: Option<Unavailable>) {
+        let failing = why.is_some();
+        self.unavailable.store(Arc::new(why));
+        if failing {
+            // The dispatcher wakes, finds it set, and answers every waiting request.
+            self.capacity_changed.notify_one();
+        }
+    }
+
+    /// Whether the deployment cannot answer now (cheap: no copy of the reason).
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable.load().is_some()
+    }
+
+    /// Why the deployment cannot answer now, if it cannot.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        self.unavailable.load().as_ref().clone()
     }
 
     /// Whether the pool was closed.

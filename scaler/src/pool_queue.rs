@@ -25,6 +25,9 @@ impl ReplicaPool {
                 return Ok(Acquired { slot, queued: None });
             }
         }
+        if let Some(why) = self.unavailable() {
+            return Err(AcquireError::Unavailable(why));
+        }
         self.wait_in_line(max_wait, Some(max_waiting), false).await
     }
 
@@ -41,6 +44,9 @@ impl ReplicaPool {
         }
         if let Some(slot) = self.try_acquire() {
             return Ok(Acquired { slot, queued: None });
+        }
+        if let Some(why) = self.unavailable() {
+            return Err(AcquireError::Unavailable(why));
         }
         self.wait_in_line(max_wait, None, true).await
     }
@@ -77,7 +83,10 @@ impl ReplicaPool {
                 slot,
                 queued: Some(since.elapsed()),
             }),
-            Ok(Err(_)) => Err(AcquireError::Closed),
+            // Dropped by the dispatcher: the deployment closed, or nothing can answer.
+            Ok(Err(_)) => Err(self
+                .unavailable()
+                .map_or(AcquireError::Closed, AcquireError::Unavailable)),
             Err(_) => Err(AcquireError::Timeout(max_wait)),
         }
     }
@@ -117,9 +126,9 @@ impl ReplicaPool {
                     },
                 },
             };
-            if waiter.tx.is_closed() || self.is_closed() {
-                // The client left while waiting (or the pool closed): out of the count if it
-                // was put back in it, then dropped (the receiver sees `Closed`).
+            if waiter.tx.is_closed() || self.is_closed() || self.is_unavailable() {
+                // The client left while waiting, the pool closed, or nothing can answer: out of
+                // the count if it was put back in it, then dropped (the receiver sees why).
                 uncount(&self.waiting, &waiter.counted);
                 continue;
             }

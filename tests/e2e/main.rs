@@ -22,3 +22,4 @@ mod queueing;
 mod readme;
 mod reload;
 mod tls;
+mod unavailable;

@@ -56,6 +56,10 @@ pub trait ReplicaHandle: Send + Sync {
     async fn exited(&self) -> ExitStatus;
     /// Stops the replica: a polite signal, then force after `grace`.
     async fn terminate(&self, grace: Duration);
+    /// The last lines the model server printed (stdout and stderr), to explain a failure.
+    fn output_tail(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A replica as launched: where it listens and how to stop it.

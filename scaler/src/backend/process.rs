@@ -8,6 +8,7 @@
 use super::{Backend, BackendError, ExitStatus, Launched, ReplicaHandle};
 use async_trait::async_trait;
 use infergate_config::ProcessBackendConfig;
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -57,16 +58,6 @@ pub fn expand(template: &str, port: u16, replica: u64, model: &str, infergate: &
         .replace("{infergate}", infergate)
 }
 
-/// A handle to infergate's stderr for a child's stdout (falls back to discarding it).
-fn stderr_handle() -> Stdio {
-    use std::os::fd::AsFd;
-    std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map(Stdio::from)
-        .unwrap_or_else(|_| Stdio::null())
-}
-
 /// Asks the OS for a free TCP port on the loopback interface.
 fn free_port() -> Result<u16, BackendError> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -109,8 +100,10 @@ impl Backend for ProcessBackend {
             .env("INFERGATE_REPLICA", index.to_string())
             .env("INFERGATE_PORT", port.to_string())
             .stdin(Stdio::null())
-            // Model-server output goes to our stderr, next to our own logs; stdout stays ours.
-            .stdout(stderr_handle())
+            // Model-server output is read line by line into our log (with the replica id, JSON
+            // with --log-format json) and its tail kept to explain a failure.
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
         if !gpus.is_empty() {
@@ -127,7 +120,7 @@ impl Backend for ProcessBackend {
                 Ok(())
             });
         }
-        let child = match cmd.spawn() {
+        let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
                 self.return_gpus(gpus);
@@ -138,6 +131,25 @@ impl Backend for ProcessBackend {
             }
         };
         let pid = child.id().unwrap_or(0) as libc::pid_t;
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(OUTPUT_TAIL)));
+        let replica_id = format!("{model}-{index}");
+        let mut relays = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            relays.push(tokio::spawn(relay_output(
+                out,
+                replica_id.clone(),
+                "stdout",
+                tail.clone(),
+            )));
+        }
+        if let Some(err) = child.stderr.take() {
+            relays.push(tokio::spawn(relay_output(
+                err,
+                replica_id,
+                "stderr",
+                tail.clone(),
+            )));
+        }
         tracing::info!(model, replica = index, pid, port, command = %args.join(" "), "replica process started");
         let (exit_tx, exit_rx) = watch::channel(None);
         let free_gpus = self.free_gpus.clone();
@@ -154,13 +166,20 @@ impl Backend for ProcessBackend {
             if let Ok(mut free) = free_gpus.lock() {
                 free.extend(gpus);
             }
+            // Its last words first (the pipes end with the process, unless a child of its own
+            // keeps them open: then not for long).
+            let _ = tokio::time::timeout(
+                Duration::from_millis(500),
+                futures_util::future::join_all(relays),
+            )
+            .await;
             let _ = exit_tx.send(Some(ExitStatus {
                 description: status,
             }));
         });
         Ok(Launched {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            handle: Box::new(ProcessHandle { pid, exit_rx }),
+            handle: Box::new(ProcessHandle { pid, exit_rx, tail }),
         })
     }
 }
@@ -177,6 +196,40 @@ impl ProcessBackend {
 struct ProcessHandle {
     pid: libc::pid_t,
     exit_rx: watch::Receiver<Option<ExitStatus>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+/// Lines of model-server output kept to explain a failure.
+const OUTPUT_TAIL: usize = 20;
+/// Longest output line kept (a progress bar can be one endless line).
+const MAX_LINE: usize = 2000;
+
+/// Logs every line a model server prints, under its replica id, and keeps the last ones.
+async fn relay_output(
+    output: impl tokio::io::AsyncRead + Unpin,
+    replica: String,
+    stream: &'static str,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(output).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let mut line = line;
+        if line.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+        }
+        tracing::info!(target: "infergate::replica_output", replica = %replica, stream, "[{replica}] {line}");
+        if let Ok(mut t) = tail.lock() {
+            if t.len() == OUTPUT_TAIL {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    }
 }
 
 impl ProcessHandle {
@@ -201,6 +254,13 @@ impl ReplicaHandle for ProcessHandle {
         status.unwrap_or_else(|| ExitStatus {
             description: "exit monitor gone".into(),
         })
+    }
+
+    fn output_tail(&self) -> Vec<String> {
+        self.tail
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     async fn terminate(&self, grace: Duration) {

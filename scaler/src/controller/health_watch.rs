@@ -120,4 +120,18 @@ impl Controller {
             Numbers::default(),
         );
     }
+
+    /// For a static deployment (which has no control loop): notices, every tick, when no replica
+    /// has been healthy for `health.unhealthy_fail_after`, and when one is again.
+    pub(super) async fn static_health_loop(self: Arc<Self>) {
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            let config = self.config.load_full();
+            self.check_static_health(&config, std::time::Instant::now());
+            tokio::select! {
+                _ = tokio::time::sleep(super::TICK) => {}
+                _ = stopping.changed() => return,
+            }
+        }
+    }
 }

@@ -30,6 +30,13 @@ impl Controller {
             *g = Some(Instant::now() + delay);
         }
         tracing::warn!(deployment = %self.name, consecutive_failures = n, backoff_ms = delay.as_millis() as u64, "replica failed; next start after back-off");
+        let give_up = self.config.load().startup_failures_to_give_up;
+        if n >= give_up {
+            self.mark_unavailable(Unavailable {
+                reason: format!("{n} replica starts in a row failed (startup_failures_to_give_up = {give_up}); the last: {replica}: {why}. Retrying in the background."),
+                retry_after_secs: delay.as_secs().max(1),
+            });
+        }
         let demand = self.pool.demand();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -134,6 +141,14 @@ impl Controller {
             }
         };
         if let Some(why) = failure {
+            let tail = handle.output_tail();
+            let why = match tail.len() {
+                0 => why,
+                n => format!(
+                    "{why}; last output: {}",
+                    tail[n.saturating_sub(5)..].join(" | ")
+                ),
+            };
             replica.set_state(ReplicaState::Failed);
             self.pool.remove_replica(&replica.id);
             handle.terminate(config.stop.kill_grace.get()).await;
@@ -148,6 +163,7 @@ impl Controller {
         metrics::histogram!("infergate_cold_start_seconds", "deployment" => self.name.clone())
             .record(cold_start.as_secs_f64());
         self.consecutive_failures.store(0, Ordering::Release);
+        self.mark_available(&format!("{} is ready", replica.id));
         tracing::info!(
             deployment = %self.name,
             replica = %replica.id,
@@ -224,5 +240,37 @@ impl Controller {
             format!("{} stopped", replica.id),
             Numbers::default(),
         );
+    }
+
+    /// Nothing can answer: waiting requests get 503 with `why` at once (logged and evented on
+    /// the change only).
+    pub(super) fn mark_unavailable(&self, why: Unavailable) {
+        let was = self.pool.is_unavailable();
+        if !was {
+            tracing::warn!(deployment = %self.name, reason = %why.reason, "deployment unavailable: waiting requests get 503 until it recovers");
+            self.events.emit(
+                &self.name,
+                EventKind::DeploymentUnavailable,
+                "autoscaler",
+                why.reason.clone(),
+                Numbers::default(),
+            );
+        }
+        self.pool.set_unavailable(Some(why));
+    }
+
+    /// The deployment can answer again (`what` says why).
+    pub(super) fn mark_available(&self, what: &str) {
+        if self.pool.is_unavailable() {
+            self.pool.set_unavailable(None);
+            tracing::info!(deployment = %self.name, "deployment available again ({what})");
+            self.events.emit(
+                &self.name,
+                EventKind::DeploymentAvailable,
+                "autoscaler",
+                format!("available again: {what}"),
+                Numbers::default(),
+            );
+        }
     }
 }
