@@ -45,6 +45,18 @@ impl RampBack {
         self.engaged.load(Ordering::Acquire)
     }
 
+    /// Whether the fallback still carries (part of) the traffic at `now`: engaged, and the ramp
+    /// (if it started) not yet over — true to the present even when no request has come since.
+    pub fn is_engaged_at(&self, now: Duration, ramp: Duration) -> bool {
+        if !self.is_engaged() {
+            return false;
+        }
+        match self.ready_since_ms.load(Ordering::Acquire) {
+            0 => true,
+            since => (now.as_millis() as u64).saturating_sub(since) < ramp.as_millis() as u64,
+        }
+    }
+
     /// Decides for one request when replicas are ready: `.0` true = replicas, false = fallback;
     /// `.1` true when this request ended the ramp (all traffic is back on the replicas).
     /// `now` is the time since the caller's epoch.

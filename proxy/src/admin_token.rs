@@ -20,11 +20,23 @@ pub fn token_file(address: &str) -> PathBuf {
     ))
 }
 
-/// The token and, when it was made here, the file it was written to.
-pub fn resolve(token_env: &str, address: &str) -> std::io::Result<(String, Option<PathBuf>)> {
-    if let Some(token) = std::env::var(token_env).ok().filter(|t| !t.is_empty()) {
-        return Ok((token, None));
+/// The token and, when it was made here, the file it was written to. A variable that is set but
+/// empty (or blank) is refused: it is a mistake, and guessing what was meant would either lock
+/// the operator out or open the API.
+pub fn resolve(token_env: &str, address: &str) -> Result<(String, Option<PathBuf>), String> {
+    match std::env::var(token_env) {
+        Ok(token) if token.trim().is_empty() => {
+            return Err(format!(
+                "${token_env} is set but empty: set it to a token, or unset it to let infergate make one"
+            ))
+        }
+        Ok(token) => return Ok((token, None)),
+        Err(_) => {}
     }
+    write_new_token(address).map_err(|e| format!("cannot write the admin token file: {e}"))
+}
+
+fn write_new_token(address: &str) -> std::io::Result<(String, Option<PathBuf>)> {
     let token: String = (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect();

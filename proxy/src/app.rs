@@ -274,7 +274,7 @@ impl ProxyApp {
                 if let Some(outcome) = answered(
                     fb.serve(session, &deployment, &body, model, reason, started)
                         .await,
-                ) {
+                )? {
                     return Ok(outcome);
                 }
                 tracing::warn!(deployment = %deployment.name, reason, "no fallback provider available; waiting for a replica");
@@ -307,7 +307,7 @@ impl ProxyApp {
                         let served = fb
                             .serve(session, &deployment, &body, model, "overloaded", started)
                             .await;
-                        if let Some(outcome) = answered(served) {
+                        if let Some(outcome) = answered(served)? {
                             return Ok(outcome);
                         }
                     }
@@ -337,7 +337,7 @@ impl ProxyApp {
                 let served = fb
                     .serve(session, &deployment, &body, model, "replica_error", started)
                     .await;
-                answered(served).ok_or(e)
+                answered(served)?.ok_or(e)
             }
             (result, _) => result,
         }
@@ -362,19 +362,24 @@ impl ProxyApp {
     }
 }
 
-/// The outcome of a request a provider answered; `None` when no provider could.
-fn answered(result: FallbackResult) -> Option<Outcome> {
+/// The outcome of a request a provider answered; `None` when no provider could (the request
+/// then waits for a replica), an error when one refused our key (a configuration error the
+/// client should see named, not as the provider's own 401).
+fn answered(result: FallbackResult) -> Result<Option<Outcome>, ProxyError> {
     match result {
         FallbackResult::Answered {
             status,
             route,
             reusable,
-        } => Some(Outcome {
+        } => Ok(Some(Outcome {
             status,
             route,
             queued: None,
             reusable,
-        }),
-        FallbackResult::Unavailable => None,
+        })),
+        FallbackResult::Unavailable {
+            refused_key: Some((provider, status)),
+        } => Err(ProxyError::ProviderRefusedKey { provider, status }),
+        FallbackResult::Unavailable { refused_key: None } => Ok(None),
     }
 }

@@ -22,20 +22,14 @@ pub struct Connection {
     #[arg(
         long,
         env = "INFERGATE_ADMIN_URL",
-        default_value = "http://127.0.0.1:8081",
-        global = true
+        default_value = "http://127.0.0.1:8081"
     )]
     pub admin: String,
     /// Bearer token (default: $INFERGATE_ADMIN_TOKEN, else the token file infergate wrote).
-    #[arg(
-        long,
-        env = "INFERGATE_ADMIN_TOKEN",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "INFERGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Print JSON instead of tables.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -46,6 +40,9 @@ pub enum Verb {
     Status {
         /// Only this deployment.
         name: Option<String>,
+        /// Where the admin API is.
+        #[command(flatten)]
+        conn: Connection,
     },
     /// Change a deployment's autoscaling settings (effective on the next decision).
     Scale(ScaleArgs),
@@ -63,21 +60,33 @@ pub enum Verb {
         /// At most this many past events.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Where the admin API is.
+        #[command(flatten)]
+        conn: Connection,
     },
     /// Hibernate a deployment now (zero replicas until woken).
     Hibernate {
         /// Deployment name.
         name: String,
+        /// Where the admin API is.
+        #[command(flatten)]
+        conn: Connection,
     },
     /// Wake a hibernated deployment.
     Resume {
         /// Deployment name.
         name: String,
+        /// Where the admin API is.
+        #[command(flatten)]
+        conn: Connection,
     },
     /// Bring a deactivated deployment back.
     Activate {
         /// Deployment name.
         name: String,
+        /// Where the admin API is.
+        #[command(flatten)]
+        conn: Connection,
     },
     /// Switch maintenance on or off: the fallback answers new requests if it is configured for
     /// maintenance, else they wait until maintenance is off; requests in flight finish.
@@ -87,7 +96,25 @@ pub enum Verb {
         /// `on` or `off`.
         #[arg(value_parser = ["on", "off"])]
         state: String,
+        /// Where the admin API is.
+        #[command(flatten)]
+        conn: Connection,
     },
+}
+
+impl Verb {
+    /// The admin API this verb talks to.
+    pub fn connection(&self) -> &Connection {
+        match self {
+            Verb::Status { conn, .. }
+            | Verb::Events { conn, .. }
+            | Verb::Hibernate { conn, .. }
+            | Verb::Resume { conn, .. }
+            | Verb::Activate { conn, .. }
+            | Verb::Maintenance { conn, .. } => conn,
+            Verb::Scale(args) => &args.conn,
+        }
+    }
 }
 
 /// `infergate scale NAME --min-replicas N --max-replicas M …`
@@ -113,6 +140,9 @@ pub struct ScaleArgs {
     /// Delay before scaling down, e.g. 15m.
     #[arg(long)]
     pub scale_down_delay: Option<String>,
+    /// Where the admin API is.
+    #[command(flatten)]
+    pub conn: Connection,
 }
 
 /// Why a CLI call failed.
@@ -224,7 +254,8 @@ impl Api {
 }
 
 /// Runs one verb; prints the result; exit code 0 on success, 1 on failure.
-pub fn run(conn: Connection, verb: Verb) -> ExitCode {
+pub fn run(verb: Verb) -> ExitCode {
+    let conn = verb.connection().clone();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -258,7 +289,7 @@ fn path_segment(name: &str) -> String {
 async fn execute(conn: &Connection, verb: Verb) -> Result<(), CliError> {
     let api = Api::new(conn);
     match verb {
-        Verb::Status { name } => {
+        Verb::Status { name, .. } => {
             let list = match name {
                 Some(n) => vec![
                     api.json(
@@ -328,6 +359,7 @@ async fn execute(conn: &Connection, verb: Verb) -> Result<(), CliError> {
             deployment,
             kinds,
             limit,
+            ..
         } => {
             let mut query = format!("limit={limit}");
             if let Some(d) = deployment {
@@ -350,10 +382,10 @@ async fn execute(conn: &Connection, verb: Verb) -> Result<(), CliError> {
                 }
             }
         }
-        Verb::Hibernate { name } => action(&api, &name, "hibernate", conn.json).await?,
-        Verb::Resume { name } => action(&api, &name, "resume", conn.json).await?,
-        Verb::Activate { name } => action(&api, &name, "activate", conn.json).await?,
-        Verb::Maintenance { name, state } => {
+        Verb::Hibernate { name, .. } => action(&api, &name, "hibernate", conn.json).await?,
+        Verb::Resume { name, .. } => action(&api, &name, "resume", conn.json).await?,
+        Verb::Activate { name, .. } => action(&api, &name, "activate", conn.json).await?,
+        Verb::Maintenance { name, state, .. } => {
             action(&api, &name, &format!("maintenance/{state}"), conn.json).await?
         }
     }

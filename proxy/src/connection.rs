@@ -53,7 +53,8 @@ pub struct RawAnswer {
 /// The listeners' server app: admission, sniffing and the HTTP/1.x loop around [`ProxyApp`].
 pub struct EdgeApp {
     app: Arc<ProxyApp>,
-    h2c: bool,
+    /// Each plain-text listener's bound address and whether it accepts h2c.
+    h2c: Vec<(std::net::SocketAddr, bool)>,
     open: Arc<AtomicU64>,
 }
 
@@ -68,13 +69,28 @@ impl Drop for OpenConnection {
 }
 
 impl EdgeApp {
-    /// Wraps the data plane; `h2c` accepts HTTP/2 with prior knowledge on plain-text listeners.
-    pub fn new(app: Arc<ProxyApp>, h2c: bool) -> Self {
+    /// Wraps the data plane; `h2c` lists each listener's bound address and whether it accepts
+    /// HTTP/2 with prior knowledge (decided per listener, not for all of them at once).
+    pub fn new(app: Arc<ProxyApp>, h2c: Vec<(std::net::SocketAddr, bool)>) -> Self {
         EdgeApp {
             app,
             h2c,
             open: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Whether the listener that accepted `stream` accepts h2c.
+    fn h2c_for(&self, stream: &Stream) -> bool {
+        let local = stream
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+        let Some(local) = local else {
+            return false;
+        };
+        self.h2c.iter().any(|(bound, h2c)| {
+            *h2c && bound.port() == local.port()
+                && (bound.ip().is_unspecified() || bound.ip() == local.ip())
+        })
     }
 
     fn admit(&self, max: u64) -> Option<OpenConnection> {
@@ -122,7 +138,8 @@ impl ServerApp for EdgeApp {
             let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
             (stream, h2)
         } else {
-            match sniff(stream, self.h2c, limits.header_read_timeout).await {
+            let h2c = self.h2c_for(&stream);
+            match sniff(stream, h2c, limits.header_read_timeout).await {
                 Some(sniffed) => sniffed,
                 None => return None,
             }

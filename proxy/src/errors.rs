@@ -68,6 +68,14 @@ pub enum ProxyError {
         /// Seconds before a retry makes sense.
         retry_after: u64,
     },
+    /// The fallback provider refused infergate's own API key.
+    #[error("Fallback provider `{provider}` refused infergate's API key (HTTP {status}); the operator must fix providers.{provider}.api_key_env.")]
+    ProviderRefusedKey {
+        /// Provider name.
+        provider: String,
+        /// Its status (401 or 403).
+        status: u16,
+    },
     /// The proxy is shutting down or the deployment was removed.
     #[error("The proxy is shutting down; retry against another instance.")]
     ShuttingDown,
@@ -136,6 +144,7 @@ impl ProxyError {
             | ProxyError::Deactivated(_) => 503,
             ProxyError::QueueTimeout { .. } | ProxyError::UpstreamTimeout(_) => 504,
             ProxyError::UpstreamConnect(_)
+            | ProxyError::ProviderRefusedKey { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::ReplicaStatus { .. } => 502,
             ProxyError::LoopDetected => 508,
@@ -175,6 +184,7 @@ impl ProxyError {
             ProxyError::Unavailable { .. } => "deployment_unavailable",
             ProxyError::UpstreamConnect(_) => "upstream_unreachable",
             ProxyError::UpstreamFailed { .. } => "upstream_error",
+            ProxyError::ProviderRefusedKey { .. } => "provider_auth_failed",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::ReplicaStatus { .. } => "upstream_error",
             ProxyError::LoopDetected => "loop_detected",

@@ -40,9 +40,11 @@ pub struct DeploymentFallback {
 
 /// What happened when the fallback was tried.
 pub enum FallbackResult {
-    /// A provider answered (fully or until the client left); the status sent and the route.
+    /// A provider answered (fully or until the client left or it failed); how it ended and the
+    /// route.
     Answered {
-        /// Status sent to the client.
+        /// Status for the access log and metrics: the provider's, or 499 (client gone) or 502
+        /// (the provider failed mid-response).
         status: u16,
         /// `fallback/<provider>`.
         route: String,
@@ -50,7 +52,10 @@ pub enum FallbackResult {
         reusable: bool,
     },
     /// Every provider failed or is cooling down; nothing was sent to the client.
-    Unavailable,
+    Unavailable {
+        /// A provider that refused our key (401/403) and its status, if one did.
+        refused_key: Option<(String, u16)>,
+    },
 }
 
 impl DeploymentFallback {
@@ -148,6 +153,7 @@ impl DeploymentFallback {
             .path_and_query()
             .map_or_else(|| head.uri.path().to_string(), |p| p.as_str().to_string());
         let headers = head.headers.clone();
+        let mut refused_key = None;
         for provider in &self.providers {
             let now = self.registry.now();
             if !provider.breaker().allows(now) {
@@ -175,23 +181,38 @@ impl DeploymentFallback {
                 self.failed(provider, &format!("answered HTTP {status}"));
                 continue;
             }
+            if status == 401 || status == 403 {
+                // Our key for it is wrong: its fault, not the client's. Cool it down, try the
+                // next one; never pass its 401 on as if the client's credentials were refused.
+                self.failed(
+                    provider,
+                    &format!("refused infergate's API key (HTTP {status})"),
+                );
+                refused_key = Some((provider.name.clone(), status));
+                continue;
+            }
             provider.breaker().record_success();
             tracing::info!(deployment = %deployment.name, provider = %provider.name, reason, status, model = mapped.as_deref(), "answered by fallback provider");
             let route = format!("fallback/{}", provider.name);
             crate::metrics::fallback(&deployment.name, &provider.name, reason);
-            let reusable = relay(session, provider, response, &route, reason, || {
+            let relayed = relay(session, provider, response, &route, reason, || {
                 deployment
                     .metrics
                     .time_to_first_byte(&route, started.elapsed())
             })
             .await;
+            let (status, reusable) = match relayed {
+                Relayed::Complete { reusable } => (status, reusable),
+                Relayed::ClientGone => (499, false),
+                Relayed::Failed => (502, false),
+            };
             return FallbackResult::Answered {
                 status,
                 route,
                 reusable,
             };
         }
-        FallbackResult::Unavailable
+        FallbackResult::Unavailable { refused_key }
     }
 
     fn failed(&self, provider: &Provider, reason: &str) {
@@ -206,7 +227,7 @@ impl DeploymentFallback {
 
 /// Writes the provider's response to the client: the status and headers as they came (plus our
 /// route headers), the body streamed chunk by chunk; error bodies are buffered and cleaned of the
-/// provider key. Returns whether the client connection can be reused.
+/// provider key. Says how it ended.
 async fn relay(
     session: &mut ServerSession,
     provider: &Provider,
@@ -214,11 +235,11 @@ async fn relay(
     route: &str,
     reason: &str,
     first_byte: impl FnOnce(),
-) -> bool {
+) -> Relayed {
     let (parts, mut body) = response.into_parts();
     let status = parts.status.as_u16();
     let Ok(mut header) = ResponseHeader::build(status, Some(parts.headers.len() + 2)) else {
-        return false;
+        return Relayed::Failed;
     };
     for (name, value) in &parts.headers {
         if !HOP_BY_HOP.contains(&name.as_str()) {
@@ -252,12 +273,17 @@ async fn relay(
         let _ = header.remove_header(&header::CONTENT_LENGTH);
         let _ = header.insert_header(header::CONTENT_LENGTH, clean.len().to_string());
         first_byte();
-        return session
+        let done = session
             .write_response_header(Box::new(header))
             .await
             .is_ok()
             && session.write_response_body(clean, true).await.is_ok()
             && session.finish_body().await.is_ok();
+        return if done {
+            Relayed::Complete { reusable: true }
+        } else {
+            Relayed::ClientGone
+        };
     }
 
     // Framed like a replica's answer: the provider's Content-Length when it gave one (and the
@@ -277,7 +303,7 @@ async fn relay(
         .await
         .is_err()
     {
-        return false;
+        return Relayed::ClientGone;
     }
     first_byte();
     loop {
@@ -289,7 +315,7 @@ async fn relay(
                         let clean = Bytes::from(redactor.push(&data));
                         if !clean.is_empty() && session.write_response_body(clean, false).await.is_err() {
                             tracing::info!(provider = %provider.name, "client disconnected mid-response; cancelling the provider request");
-                            return false;
+                            return Relayed::ClientGone;
                         }
                     }
                 }
@@ -297,25 +323,41 @@ async fn relay(
                 Ok(Some(Err(e))) => {
                     tracing::warn!(provider = %provider.name, error = %infergate_fallback::provider::error_chain(&e), "provider failed mid-response; aborting the response so the client sees it failed");
                     session.shutdown().await;
-                    return false;
+                    return Relayed::Failed;
                 }
                 Err(_) => {
                     tracing::warn!(provider = %provider.name, idle_ms = idle.as_millis() as u64, "provider silent too long mid-response; aborting the response so the client sees it failed");
                     session.shutdown().await;
-                    return false;
+                    return Relayed::Failed;
                 }
             },
             _ = session.read_body_or_idle(true) => {
                 tracing::info!(provider = %provider.name, "client disconnected mid-response; cancelling the provider request");
-                return false;
+                return Relayed::ClientGone;
             }
         }
     }
     let rest = Bytes::from(redactor.finish());
     if !rest.is_empty() && session.write_response_body(rest, false).await.is_err() {
-        return false;
+        return Relayed::ClientGone;
     }
-    session.finish_body().await.is_ok()
+    match session.finish_body().await {
+        Ok(_) => Relayed::Complete { reusable: true },
+        Err(_) => Relayed::ClientGone,
+    }
+}
+
+/// How relaying a provider's answer ended.
+enum Relayed {
+    /// Sent whole.
+    Complete {
+        /// Whether the client connection can carry another request.
+        reusable: bool,
+    },
+    /// The client went away (counted as 499).
+    ClientGone,
+    /// The provider failed mid-response; the client saw an aborted response (counted as 502).
+    Failed,
 }
 
 /// How long to wait for a replica before the `overloaded` fallback answers, if it applies.

@@ -187,7 +187,7 @@ impl ProxyApp {
             .await
             .is_err()
         {
-            return Ok(Outcome::client_gone(route, status, queued));
+            return Ok(Outcome::client_gone(route, 499, queued));
         }
         deployment
             .metrics
@@ -204,7 +204,7 @@ impl ProxyApp {
                     Ok(Ok(Some(data))) => {
                         if session.write_response_body(data, false).await.is_err() {
                             tracing::info!(replica = %replica.id, "client disconnected mid-response; cancelling upstream");
-                            return Ok(Outcome::client_gone(route, status, queued));
+                            return Ok(Outcome::client_gone(route, 499, queued));
                         }
                     }
                     Ok(Ok(None)) => break,
@@ -219,7 +219,7 @@ impl ProxyApp {
                 },
                 _ = session.read_body_or_idle(true) => {
                     tracing::info!(replica = %replica.id, "client disconnected mid-response; cancelling upstream");
-                    return Ok(Outcome::client_gone(route, status, queued));
+                    return Ok(Outcome::client_gone(route, 499, queued));
                 }
             }
         }

@@ -133,8 +133,17 @@ pub async fn run(
     );
     let router = deployments.router().clone();
     let settings = deployments.settings().clone();
-    let h2c = config.server.listeners.iter().any(|l| l.h2c);
-    let app = Arc::new(ProxyApp::new(router.clone(), settings, h2c));
+    // h2c is decided per listener by the edge app; pingora's HTTP/2 server is enabled whenever
+    // one listener accepts it (the edge app hands it only the connections that may use it).
+    let h2c: Vec<(std::net::SocketAddr, bool)> = config
+        .server
+        .listeners
+        .iter()
+        .zip(&bound)
+        .map(|(l, addr)| (*addr, l.h2c && l.tls.is_none()))
+        .collect();
+    let any_h2c = h2c.iter().any(|(_, on)| *on);
+    let app = Arc::new(ProxyApp::new(router.clone(), settings, any_h2c));
     let edge = EdgeApp::new(app, h2c);
     let mut service = Service::with_listeners("infergate".to_string(), listeners, edge);
 
@@ -153,9 +162,9 @@ pub async fn run(
             reason: e.to_string(),
         })?;
         let (token, token_file) = admin_token::resolve(&config.admin.token_env, &local.to_string())
-            .map_err(|e| ServeError::Bind {
+            .map_err(|reason| ServeError::Bind {
                 address: config.admin.address.clone(),
-                reason: format!("cannot write the admin token file: {e}"),
+                reason,
             })?;
         let metrics_router = router.clone();
         let state = Arc::new(admin::AdminState {
@@ -259,6 +268,8 @@ pub async fn run(
     }
     // Waiting requests get a clear 503; replicas are drained and stopped.
     deployments.shutdown().await;
+    // The replica_stopped events of the shutdown reach the log file before the process ends.
+    events.flush(&event_sink, Duration::from_secs(2)).await;
     data_plane.abort();
     tracing::info!("infergate stopped");
     Ok(())

@@ -372,15 +372,7 @@ impl Controller {
             &self.name,
             EventKind::SettingsChanged,
             by,
-            format!(
-                "min_replicas {}, max_replicas {}, concurrency_target {}, target_utilization {} %, autoscaling_window {}, scale_down_delay {}",
-                config.effective_min_replicas(),
-                config.effective_max_replicas(),
-                config.concurrency_target,
-                config.target_utilization,
-                config.autoscaling_window,
-                config.scale_down_delay
-            ),
+            changed_fields(&self.config.load(), &config),
             Numbers::default(),
         );
         self.config.store(Arc::new(config));
@@ -461,8 +453,10 @@ impl Controller {
             .peak_desired
             .fetch_max(report.desired, Ordering::AcqRel);
 
+        // Taken every round, so a signal that led to no scale-up (e.g. at max_replicas) cannot
+        // be reported, much later, as the latency of an unrelated one.
+        let signal = self.pool.take_demand_signal();
         if report.desired > current {
-            let signal = self.pool.take_demand_signal();
             report.scale_up_latency = signal.map(|at| now.saturating_duration_since(at));
             let acting = !self.in_backoff(now);
             if acting || previous != report.desired {
@@ -618,6 +612,47 @@ impl ControllerHandle {
         for t in self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Every setting that differs between two versions of a deployment, as `field: old → new`
+/// (nested tables by dotted path), for the `settings_changed` event.
+pub fn changed_fields(old: &DeploymentConfig, new: &DeploymentConfig) -> String {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                let null = serde_json::Value::Null;
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(
+                        &p,
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(format!("{path}: {a} → {b}")),
+            _ => {}
+        }
+    }
+    let (a, b) = (
+        serde_json::to_value(old).unwrap_or_default(),
+        serde_json::to_value(new).unwrap_or_default(),
+    );
+    let mut out = Vec::new();
+    walk("", &a, &b, &mut out);
+    if out.is_empty() {
+        "no setting changed".into()
+    } else {
+        out.join(", ")
     }
 }
 

@@ -177,6 +177,8 @@ pub struct EventLog {
     ring: Mutex<VecDeque<Arc<Event>>>,
     capacity: usize,
     live: broadcast::Sender<Arc<Event>>,
+    /// Sequence number of the last event kept (and appended to the file).
+    written: AtomicU64,
 }
 
 impl EventLog {
@@ -188,6 +190,7 @@ impl EventLog {
             ring: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
             capacity: capacity.max(1),
             live,
+            written: AtomicU64::new(0),
         });
         let collector = log.clone();
         tokio::spawn(async move {
@@ -196,7 +199,9 @@ impl EventLog {
                 if let Some(w) = writer.as_mut() {
                     w.append(&event);
                 }
+                let seq = event.seq;
                 collector.push(Arc::new(event));
+                collector.written.fetch_max(seq, Ordering::AcqRel);
             }
         });
         let sink = EventSink {
@@ -214,6 +219,18 @@ impl EventLog {
             ring.push_back(event.clone());
         }
         let _ = self.live.send(event);
+    }
+
+    /// Waits (up to `limit`) until every event `sink` emitted so far is kept and in the file,
+    /// so events of the last moments (replicas stopped at shutdown) are not lost on exit.
+    pub async fn flush(&self, sink: &EventSink, limit: std::time::Duration) {
+        let target = sink.seq.load(Ordering::Acquire);
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.written.load(Ordering::Acquire) < target
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// Events kept in memory, oldest first, filtered.

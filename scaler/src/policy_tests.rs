@@ -400,3 +400,18 @@ fn development_preset_pins_min_0_and_max_1_and_rejects_changes() {
     );
     assert_eq!(d.desired, 1);
 }
+
+#[test]
+fn settings_changed_names_every_changed_field() {
+    let old = deployment("min_replicas = 0\nmax_replicas = 2");
+    let new = deployment("min_replicas = 1\nmax_replicas = 2\nreplica_concurrency = 8\nqueue = { max_wait = \"30s\" }");
+    let said = crate::controller::changed_fields(&old, &new);
+    assert_eq!(
+        said,
+        "min_replicas: 0 → 1, queue.max_wait: \"10m\" → \"30s\", replica_concurrency: 0 → 8"
+    );
+    assert_eq!(
+        crate::controller::changed_fields(&old, &old),
+        "no setting changed"
+    );
+}

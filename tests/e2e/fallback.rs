@@ -313,16 +313,18 @@ async fn failing_provider_is_cooled_down_next_one_answers_and_all_down_waits_for
         .log()
         .contains("no fallback provider available; waiting for a replica"));
 
-    // A provider rejecting our key: its 401 (which echoes the key it got) is passed on with the
-    // key removed.
+    // A provider rejecting our key: a provider failure (cool-down), and the client gets a 502
+    // naming the provider, not the provider's 401 (which echoes the key it got).
     let r = proxy.chat("badkey", false, 2).await;
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 502);
     let text = r.text().await.unwrap();
-    assert!(
-        text.contains("Incorrect API key provided: [redacted]."),
-        "{text}"
-    );
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["code"], "provider_auth_failed", "{text}");
+    assert!(text.contains("`wrongkey`"), "{text}");
     assert!(!text.contains("sk-wrong-key-77d1"), "{text}");
+    assert!(proxy
+        .log()
+        .contains("refused infergate's API key (HTTP 401)"));
     bodies.push(text);
     assert!(!proxy.log().contains("sk-wrong-key-77d1"));
     assert_key_never_leaked(&proxy, &bodies).await;

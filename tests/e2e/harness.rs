@@ -54,6 +54,8 @@ pub struct Proxy {
     pub base: String,
     /// The first `https://` listener, if any.
     pub tls_base: Option<String>,
+    /// Every listener, in config order.
+    pub listeners: Vec<String>,
     pub admin: String,
     pub stderr_path: PathBuf,
     /// The config file it was started with (tests rewrite it to reload).
@@ -102,11 +104,13 @@ impl Proxy {
         let mut lines = BufReader::new(stdout).lines();
         let mut base = None;
         let mut tls_base = None;
+        let mut listeners = Vec::new();
         let mut admin = None;
         let wants_tls = server.contains("tls");
         for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(url) = line.trim().strip_prefix("listening on ") {
+                listeners.push(url.to_string());
                 if url.starts_with("https://") {
                     tls_base.get_or_insert(url.to_string());
                 } else {
@@ -130,6 +134,7 @@ impl Proxy {
             child,
             base,
             tls_base,
+            listeners,
             admin,
             stderr_path,
             config_path: path,

@@ -157,3 +157,43 @@ async fn full_queue_gets_503_with_retry_after_and_max_wait_gets_504() {
     let state = proxy.state("impatient").await;
     assert_eq!(state["waiting"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_run_with_queueing_logs_no_error() {
+    let proxy = Proxy::start(&sim_deployment(
+        "busy",
+        "min_replicas = 2\nmax_replicas = 2\nreplica_concurrency = 1",
+        "--ttft 5ms --tokens-per-s 2000",
+    ));
+    proxy.wait_ready("busy", 2).await;
+    // Eight clients on two one-slot replicas: most requests queue and get a slot freed a moment
+    // before, on a pooled upstream connection released a moment before.
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let url = proxy.url("/v1/chat/completions");
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                for _ in 0..6 {
+                    let r = client
+                        .post(&url)
+                        .json(&crate::harness::chat("busy", false, 2))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    let _ = r.bytes().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let log = proxy.log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.is_empty(),
+        "a healthy run logged errors:\n{}",
+        errors.join("\n")
+    );
+}

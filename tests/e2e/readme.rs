@@ -113,4 +113,33 @@ fn every_quick_start_and_banner_command_works_as_written() {
             "`{command}` answered an error:\n{out}"
         );
     }
+    drop(_demo);
+
+    // `--config config/src/demo.toml` is the same demo, simulated provider included.
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/src/demo.toml");
+    let mut again = Command::new(BIN)
+        .arg("--config")
+        .arg(file)
+        .env("XDG_RUNTIME_DIR", &runtime_dir)
+        .env_remove("INFERGATE_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = again.stdout.take().unwrap();
+    let _again = Stop(again);
+    let mut provider = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        provider |= line.contains("sim-server listening on http://127.0.0.1:8090");
+        if line.contains("listening on http://127.0.0.1:8080") {
+            break;
+        }
+    }
+    assert!(provider, "the demo provider did not start with --config {file}");
+    let (ok, out) = run(
+        "curl -si http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' -d '{\"model\":\"qwen\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'",
+        &runtime_dir,
+    );
+    assert!(ok && out.contains("x-infergate-route: fallback/demo-saas"), "{out}");
 }

@@ -64,3 +64,41 @@ fn tls_url(proxy: &Proxy) -> String {
         .expect("TLS listener printed")
         .replace("127.0.0.1", "localhost")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_is_decided_per_listener() {
+    let proxy = Proxy::start_with_server(
+        "listeners = [{ address = \"127.0.0.1:0\", h2c = false }, { address = \"127.0.0.1:0\", h2c = true }]",
+        &crate::harness::sim_deployment("m", "min_replicas = 1", "--ttft 1ms"),
+    );
+    assert_eq!(proxy.listeners.len(), 2, "{:?}", proxy.listeners);
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let on = h2
+        .get(format!("{}/v1/models", proxy.listeners[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (on.status().as_u16(), on.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    let off = h2
+        .get(format!("{}/v1/models", proxy.listeners[0]))
+        .send()
+        .await;
+    assert!(
+        off.as_ref()
+            .map_or(true, |r| r.version() != reqwest::Version::HTTP_2),
+        "h2c = false was ignored: {off:?}"
+    );
+    for url in &proxy.listeners {
+        let r = reqwest::get(format!("{url}/v1/models")).await.unwrap();
+        assert_eq!(
+            (r.status().as_u16(), r.version()),
+            (200, reqwest::Version::HTTP_11)
+        );
+    }
+}

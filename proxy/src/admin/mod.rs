@@ -139,14 +139,15 @@ async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<Body
             json_response(StatusCode::OK, json!({"deployments": list}))
         }
         (&Method::GET, "/admin/v1/events") => {
-            let filter = event_filter(req.uri().query());
+            let filter = by_name(event_filter(req.uri().query()), &table);
             let list = state.events.list(&filter);
             let list: Vec<&infergate_scaler::events::Event> = list.iter().map(|e| &**e).collect();
             json_response(StatusCode::OK, json!({"events": list}))
         }
-        (&Method::GET, "/admin/v1/events/stream") => {
-            event_stream(&state.events, event_filter(req.uri().query()))
-        }
+        (&Method::GET, "/admin/v1/events/stream") => event_stream(
+            &state.events,
+            by_name(event_filter(req.uri().query()), &table),
+        ),
         _ => deployment_resource(&table, req, &path).await,
     }
 }
@@ -250,6 +251,15 @@ impl Limited {
             )),
         }
     }
+}
+
+/// The filter with an alias in `deployment=` replaced by the deployment's name (events carry
+/// names; an alias works wherever a name does).
+fn by_name(mut filter: EventFilter, table: &RouteTable) -> EventFilter {
+    if let Some(d) = filter.deployment.as_deref().and_then(|n| table.by_model(n)) {
+        filter.deployment = Some(d.name.clone());
+    }
+    filter
 }
 
 /// `?deployment=&type=a,b&since=&limit=`.

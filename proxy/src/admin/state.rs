@@ -45,7 +45,10 @@ pub fn deployment_state(d: &crate::routing::DeploymentEntry) -> Value {
         "maintenance_note": controller.maintenance().then(|| maintenance_note(d, &config)),
         "maintenance_waiting": controller.maintenance_held(),
         "fallback_requests_in_flight": pool.external(),
-        "fallback_engaged": d.fallback.as_ref().is_some_and(|f| f.ramp.is_engaged()),
+        "fallback_engaged": d.fallback.as_ref().is_some_and(|f| {
+            f.ramp
+                .is_engaged_at(f.registry.now(), f.config.ramp_back.get())
+        }),
         "desired_replicas": stats.desired.load(Ordering::Acquire),
         "peak_desired_replicas": stats.peak_desired.load(Ordering::Acquire),
         "decision": decision,
