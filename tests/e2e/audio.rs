@@ -2,7 +2,7 @@
 //! them (`multipart/form-data`, `model` as a form field) are routed by that field, and the body
 //! reaches the replica unchanged.
 
-use crate::clients::{python, run_python};
+use crate::clients::{assert_python_printed, python, run_python};
 use crate::harness::{sim_deployment, Proxy};
 
 const PY_AUDIO: &str = r#"
@@ -37,11 +37,5 @@ async fn the_python_client_audio_endpoints_are_routed_by_their_model_form_field(
     ));
     proxy.wait_ready("whisper", 1).await;
     let out = run_python(py, PY_AUDIO, &[&proxy.url("/v1")], None).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("audio-ok"),
-        "python audio failed:\n{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        proxy.log()
-    );
+    assert_python_printed(&out, "audio-ok", &proxy);
 }

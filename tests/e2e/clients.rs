@@ -203,9 +203,15 @@ async fn python_openai_client_chat_stream_completions_embeddings_models() {
     let proxy = proxy();
     let base = proxy.url("/v1");
     let out = run_python(py, PY_SCRIPT, &[&base], None).await;
+    assert_python_printed(&out, "python-openai-ok", &proxy);
+}
+
+/// Asserts a Python run succeeded and printed `marker`; else fails with its output and the
+/// proxy's log.
+pub fn assert_python_printed(out: &std::process::Output, marker: &str, proxy: &Proxy) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && stdout.contains("python-openai-ok"),
+        out.status.success() && stdout.contains(marker),
         "python client failed:\n{stdout}\n{}\n{}",
         String::from_utf8_lossy(&out.stderr),
         proxy.log()

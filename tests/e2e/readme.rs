@@ -55,30 +55,39 @@ fn run(command: &str, runtime_dir: &std::path::Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-#[test]
-fn every_quick_start_and_banner_command_works_as_written() {
-    let runtime_dir = scratch_dir();
-    let mut demo = Command::new(BIN)
-        .env("XDG_RUNTIME_DIR", &runtime_dir)
+/// A demo infergate stopped (SIGTERM, then SIGKILL) when dropped.
+struct Stop(std::process::Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `infergate ARGS` as a new user would (own runtime dir, no token in the environment).
+fn start_demo(args: &[&str], runtime_dir: &std::path::Path) -> (Stop, std::process::ChildStdout) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", runtime_dir)
         .env_remove("INFERGATE_ADMIN_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = demo.stdout.take().unwrap();
-    let _demo = Stop(demo);
+    let stdout = child.stdout.take().unwrap();
+    (Stop(child), stdout)
+}
+
+#[test]
+fn every_quick_start_and_banner_command_works_as_written() {
+    let runtime_dir = scratch_dir();
+    let (_demo, stdout) = start_demo(&[], &runtime_dir);
     // The banner: everything up to the live-state curl, the last line it prints.
     let mut banner = Vec::new();
     for line in BufReader::new(stdout).lines() {
@@ -117,17 +126,7 @@ fn every_quick_start_and_banner_command_works_as_written() {
 
     // `--config config/src/demo.toml` is the same demo, simulated provider included.
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/src/demo.toml");
-    let mut again = Command::new(BIN)
-        .arg("--config")
-        .arg(file)
-        .env("XDG_RUNTIME_DIR", &runtime_dir)
-        .env_remove("INFERGATE_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = again.stdout.take().unwrap();
-    let _again = Stop(again);
+    let (_again, stdout) = start_demo(&["--config", file], &runtime_dir);
     let mut provider = false;
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
@@ -136,10 +135,16 @@ fn every_quick_start_and_banner_command_works_as_written() {
             break;
         }
     }
-    assert!(provider, "the demo provider did not start with --config {file}");
+    assert!(
+        provider,
+        "the demo provider did not start with --config {file}"
+    );
     let (ok, out) = run(
         "curl -si http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' -d '{\"model\":\"qwen\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'",
         &runtime_dir,
     );
-    assert!(ok && out.contains("x-infergate-route: fallback/demo-saas"), "{out}");
+    assert!(
+        ok && out.contains("x-infergate-route: fallback/demo-saas"),
+        "{out}"
+    );
 }

@@ -40,7 +40,7 @@ async fn events_by_alias_cancelled_streams_499_and_every_changed_field_named() {
                     .any(|l| l.starts_with("infergate_requests_total")
                         && l.contains("deployment=\"named\"")
                         && l.contains("status=\"200\"")
-                    && !l.ends_with(" 0")),
+                        && !l.ends_with(" 0")),
                 "the cancelled stream was also counted 200:\n{metrics}"
             );
             break;
