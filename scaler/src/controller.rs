@@ -448,6 +448,11 @@ impl Controller {
             report.reason = self.serving().name();
         }
         let current = counts.current();
+        if report.desired == 0 && current == 0 {
+            // Nothing is being started any more (load is gone): the next request must get a
+            // fresh try — waiting, and asking for a replica — not the 503 of the last attempt.
+            self.mark_available("no replica is wanted now; the next request starts one afresh");
+        }
         let previous = self.stats.desired.swap(report.desired, Ordering::AcqRel);
         self.stats
             .peak_desired

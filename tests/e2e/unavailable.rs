@@ -123,3 +123,30 @@ async fn a_static_deployment_with_no_healthy_replica_fails_fast_and_recovers() {
     assert_eq!(status, 200, "{body}");
     wait_event(&proxy, "down", "deployment_available").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_no_replica_is_wanted_the_next_request_gets_a_fresh_try() {
+    let dir = scratch_dir();
+    let (count, fixed) = (dir.join("starts"), dir.join("fixed"));
+    // The first start runs; later ones crash until the operator "fixes" it (a file appears).
+    let script = format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); echo $((n+1)) > {c}; if [ $n -eq 0 ] || [ -e {f} ]; then exec {{infergate}} sim-server --port {{port}} --model {{model}} --ttft 1ms; fi; echo boom >&2; exit 3",
+        c = count.display(),
+        f = fixed.display()
+    );
+    let proxy = Proxy::start(&format!(
+        "[deployments.flap]\nautoscaling_window = \"10s\"\nscale_down_delay = \"1m\"\n[deployments.flap.backend]\ntype = \"process\"\ncommand = [\"sh\", \"-c\", {script:?}]\n"
+    ));
+    proxy.wait_ready("flap", 1).await;
+    let pid = crate::harness::children(proxy.child.id())[0];
+    crate::harness::kill(pid, 9);
+    // A request asks for a replica; its starts keep failing: 503.
+    let (status, _, body) = ask(&proxy, "flap").await;
+    assert_eq!(status, 503, "{body}");
+    // With no load left the policy wants no replica: the failure is not held against the next
+    // request, which waits and asks for a replica afresh.
+    wait_event(&proxy, "flap", "deployment_available").await;
+    std::fs::write(&fixed, "").unwrap();
+    let (status, _, body) = ask(&proxy, "flap").await;
+    assert_eq!(status, 200, "{body}");
+}
