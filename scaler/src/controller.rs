@@ -3,13 +3,17 @@
 //! failed ones with back-off, and draining replicas before stopping them.
 //!
 //! The policy (`crate::policy`) is pure; everything with a clock, a socket or a process lives here.
-//! Starting, watching and stopping one replica is `controller/lifecycle.rs`; watching ready
-//! replicas' health is `controller/health_watch.rs`; scraping their metrics is
-//! `controller/scraping.rs`.
+//! Starting, watching and stopping one replica is `controller/lifecycle.rs`; watching replicas'
+//! health (and a static deployment's availability) is `controller/health_watch.rs`; scraping
+//! their metrics is `controller/scraping.rs`; maintenance is `controller/maintenance.rs`.
 
 mod health_watch;
 mod lifecycle;
+mod maintenance;
 mod scraping;
+mod settings_diff;
+
+pub use settings_diff::changed_fields;
 
 use crate::backend::{self, Backend, BackendError, ReplicaHandle};
 use crate::events::{EventKind, EventSink, Numbers};
@@ -195,45 +199,6 @@ impl Controller {
         self.config.load_full()
     }
 
-    /// Switches maintenance on or off (operators, before touching a model server by hand).
-    pub fn set_maintenance(&self, on: bool) {
-        let was = self.maintenance.swap(on, Ordering::AcqRel);
-        if was != on {
-            tracing::info!(deployment = %self.name, maintenance = on, "maintenance switched");
-        }
-        if !on {
-            self.maintenance_over.notify_waiters();
-        }
-    }
-
-    /// Holds a request while maintenance is on (no fallback answers it), up to `max_wait`;
-    /// false when maintenance was still on at the end.
-    pub async fn wait_out_maintenance(&self, max_wait: Duration) -> bool {
-        let _held = HeldGuard::new(&self.maintenance_held);
-        let deadline = tokio::time::Instant::now() + max_wait;
-        loop {
-            let over = self.maintenance_over.notified();
-            tokio::pin!(over);
-            over.as_mut().enable();
-            if !self.maintenance() {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, over).await.is_err() {
-                return !self.maintenance();
-            }
-        }
-    }
-
-    /// Requests held because of maintenance right now.
-    pub fn maintenance_held(&self) -> u64 {
-        self.maintenance_held.load(Ordering::Acquire)
-    }
-
-    /// Whether maintenance is on.
-    pub fn maintenance(&self) -> bool {
-        self.maintenance.load(Ordering::Acquire)
-    }
-
     /// How the deployment serves requests now (active, hibernated, waking, deactivated).
     pub fn serving(&self) -> Serving {
         Serving::from_u8(self.serving.load(Ordering::Acquire))
@@ -393,37 +358,6 @@ impl Controller {
                 _ = tokio::time::sleep(TICK) => {}
                 _ = stopping.changed() => return,
             }
-        }
-    }
-
-    /// A static deployment with no healthy replica for `health.unhealthy_fail_after` cannot
-    /// answer: its waiting requests get 503 until a replica passes a check again.
-    pub(super) fn check_static_health(&self, config: &DeploymentConfig, now: Instant) {
-        let Some(addrs) = self.backend.fixed_replicas() else {
-            return;
-        };
-        let Ok(mut since) = self.no_healthy_since.lock() else {
-            return;
-        };
-        if self.pool.has_ready() {
-            *since = None;
-            drop(since);
-            self.mark_available("a replica passed its health check");
-            return;
-        }
-        let since = *since.get_or_insert(now);
-        let limit = config.health.unhealthy_fail_after.get();
-        if now.saturating_duration_since(since) >= limit && !self.pool.is_unavailable() {
-            let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-            self.mark_unavailable(Unavailable {
-                reason: format!(
-                    "no healthy replica for {} (health.unhealthy_fail_after): {} fail {} or refuse connections",
-                    config.health.unhealthy_fail_after,
-                    list.join(", "),
-                    config.health.path
-                ),
-                retry_after_secs: config.health.interval_ready.get().as_secs().max(1),
-            });
         }
     }
 
@@ -617,63 +551,6 @@ impl ControllerHandle {
         for t in self.tasks {
             t.abort();
         }
-    }
-}
-
-/// Every setting that differs between two versions of a deployment, as `field: old → new`
-/// (nested tables by dotted path), for the `settings_changed` event.
-pub fn changed_fields(old: &DeploymentConfig, new: &DeploymentConfig) -> String {
-    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
-        match (a, b) {
-            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
-                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-                keys.sort();
-                keys.dedup();
-                let null = serde_json::Value::Null;
-                for k in keys {
-                    let p = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    walk(
-                        &p,
-                        x.get(k).unwrap_or(&null),
-                        y.get(k).unwrap_or(&null),
-                        out,
-                    );
-                }
-            }
-            _ if a != b => out.push(format!("{path}: {a} → {b}")),
-            _ => {}
-        }
-    }
-    let (a, b) = (
-        serde_json::to_value(old).unwrap_or_default(),
-        serde_json::to_value(new).unwrap_or_default(),
-    );
-    let mut out = Vec::new();
-    walk("", &a, &b, &mut out);
-    if out.is_empty() {
-        "no setting changed".into()
-    } else {
-        out.join(", ")
-    }
-}
-
-/// Counts a held request in and, when dropped (answered, timed out or gone), out.
-struct HeldGuard<'a>(&'a AtomicU64);
-
-impl<'a> HeldGuard<'a> {
-    fn new(counter: &'a AtomicU64) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        HeldGuard(counter)
-    }
-}
-
-impl Drop for HeldGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

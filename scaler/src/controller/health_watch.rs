@@ -6,8 +6,11 @@ use super::Controller;
 use crate::ejection::{EjectionSettings, HealthCommand, ReadyHealth};
 use crate::events::{EventKind, Numbers};
 use crate::health;
+use crate::pool::Unavailable;
 use crate::replica::{Replica, ReplicaState};
+use infergate_config::DeploymentConfig;
 use std::sync::Arc;
+use std::time::Instant;
 
 impl Controller {
     /// Health-checks a fixed (static) replica for as long as the controller runs: polled every
@@ -132,6 +135,37 @@ impl Controller {
                 _ = tokio::time::sleep(super::TICK) => {}
                 _ = stopping.changed() => return,
             }
+        }
+    }
+
+    /// A static deployment with no healthy replica for `health.unhealthy_fail_after` cannot
+    /// answer: its waiting requests get 503 until a replica passes a check again.
+    pub(super) fn check_static_health(&self, config: &DeploymentConfig, now: Instant) {
+        let Some(addrs) = self.backend.fixed_replicas() else {
+            return;
+        };
+        let Ok(mut since) = self.no_healthy_since.lock() else {
+            return;
+        };
+        if self.pool.has_ready() {
+            *since = None;
+            drop(since);
+            self.mark_available("a replica passed its health check");
+            return;
+        }
+        let since = *since.get_or_insert(now);
+        let limit = config.health.unhealthy_fail_after.get();
+        if now.saturating_duration_since(since) >= limit && !self.pool.is_unavailable() {
+            let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            self.mark_unavailable(Unavailable {
+                reason: format!(
+                    "no healthy replica for {} (health.unhealthy_fail_after): {} fail {} or refuse connections",
+                    config.health.unhealthy_fail_after,
+                    list.join(", "),
+                    config.health.path
+                ),
+                retry_after_secs: config.health.interval_ready.get().as_secs().max(1),
+            });
         }
     }
 }
