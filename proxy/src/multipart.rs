@@ -9,11 +9,12 @@ const MAX_MODEL_FIELD: u64 = 4096;
 
 /// The multipart boundary of a `multipart/form-data` content type, if it is one.
 pub fn boundary(content_type: Option<&str>) -> Option<String> {
-    let ct = content_type?;
+    let ct = content_type?.trim_start();
+    // Checked on every request with a body: compare in place, no lower-cased copy.
+    const FORM: &str = "multipart/form-data";
     if !ct
-        .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("multipart/form-data")
+        .get(..FORM.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(FORM))
     {
         return None;
     }
@@ -66,5 +67,10 @@ mod tests {
             .await
             .is_err());
         assert_eq!(boundary(Some("application/json")), None);
+        assert_eq!(
+            boundary(Some("Multipart/Form-Data; boundary=a")).as_deref(),
+            Some("a")
+        );
+        assert_eq!(boundary(Some("multi")), None);
     }
 }

@@ -102,7 +102,7 @@ async fn over_h2c_a_broken_provider_stream_is_reset_not_ended() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_content_length_answer_keeps_its_framing_and_chunked_answers_stay_chunked() {
+async fn provider_answers_are_framed_never_close_delimited() {
     let provider = FakeUpstream::start().await;
     let proxy = proxy_over(&provider, "listeners = [{ address = \"127.0.0.1:0\" }]");
     // Raw HTTP/1.1 so the framing itself is visible.
