@@ -252,6 +252,27 @@ async fn silent_slow_and_idle_connections_are_closed() {
         out.starts_with("HTTP/1.1 408 ") && out.contains("request_timeout"),
         "{out}"
     );
+    // A body that keeps coming, but slower than server.min_body_rate (1 KiB/s) after the 1 s
+    // grace: 408 although no gap reaches body_read_timeout.
+    let mut trickle = connect(&proxy).await;
+    trickle
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\r\n")
+        .await
+        .unwrap();
+    let drip = tokio::spawn(async move {
+        for _ in 0..100 {
+            if trickle.write_all(b"          ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        read_to_close(&mut trickle).await
+    });
+    let out = drip.await.unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 408 ") && out.contains("min_body_rate"),
+        "{out}"
+    );
     let metrics = proxy.metrics().await;
     for reason in ["header_timeout", "idle"] {
         assert!(
