@@ -2,14 +2,18 @@
 //! to do, and actuates through the backend — starting replicas, polling their readiness, replacing
 //! failed ones with back-off, and draining replicas before stopping them.
 //!
-//! The policy (`crate::policy`) is pure; everything with a clock, a socket or a process lives here.
-//! Starting, watching and stopping one replica is `controller/lifecycle.rs`; watching replicas'
-//! health (and a static deployment's availability) is `controller/health_watch.rs`; scraping
-//! their metrics is `controller/scraping.rs`; maintenance is `controller/maintenance.rs`.
+//! Every decision is taken by the deployment's sans-I/O [`LifecycleCore`] (`crate::lifecycle`);
+//! this is the thin async shell around it: it stamps observations with the time since its epoch,
+//! feeds the core and carries out its commands through the `Backend`. Carrying them out is
+//! `controller/commands.rs`; starting, watching and stopping one replica is
+//! `controller/replica_tasks.rs`; watching replicas' health (and a static deployment's
+//! availability) is `controller/health_watch.rs`; scraping their metrics is
+//! `controller/scraping.rs`; maintenance is `controller/maintenance.rs`.
 
+mod commands;
 mod health_watch;
-mod lifecycle;
 mod maintenance;
+mod replica_tasks;
 mod scraping;
 mod settings_diff;
 
@@ -18,12 +22,13 @@ pub use settings_diff::changed_fields;
 use crate::backend::{self, Backend, BackendError, ReplicaHandle};
 use crate::events::{EventKind, EventSink, Numbers};
 use crate::health;
-use crate::hibernation::{self, HibernationMemory, HibernationSettings, Serving};
-use crate::load::{self, LoadHistory, LoadInputs, Scraped};
-use crate::policy::{self, PolicyMemory, ReplicaCounts, Settings};
+use crate::hibernation::Serving;
+use crate::lifecycle::accounting::ReplicaSeconds;
+use crate::lifecycle::{Command, CoreSettings, LifecycleCore, Observation};
+use crate::load::{self, LoadInputs, Scraped};
+use crate::policy::ReplicaCounts;
 use crate::pool::{ReplicaPool, Unavailable};
 use crate::replica::{Replica, ReplicaState};
-use crate::scale_down::{choose_replicas_to_stop, Candidate};
 use arc_swap::ArcSwap;
 use infergate_config::{ConfigError, DeploymentConfig};
 use std::collections::HashMap;
@@ -35,12 +40,6 @@ use tokio::task::JoinHandle;
 
 /// How often the controller re-evaluates without a demand signal.
 const TICK: Duration = Duration::from_millis(200);
-/// First back-off after a failed replica; doubles per consecutive failure.
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
-/// Back-off ceiling.
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// How often a replica waiting for GPUs tries again.
-const GPU_RETRY: Duration = Duration::from_millis(250);
 
 /// Counters of what the controller did, for the admin API and tests.
 #[derive(Debug, Default)]
@@ -75,13 +74,12 @@ pub struct DecisionReport {
     pub scale_up_latency: Option<Duration>,
 }
 
-/// What the control loop carries between decisions (touched only by the control loop and by
-/// readers of the report; never by the request path).
+/// The last decision and the replica-seconds already exported to Prometheus (touched by the
+/// control loop and by readers of the report; never by the request path).
 #[derive(Debug, Default)]
-struct AutoscalingState {
-    history: LoadHistory,
-    memory: PolicyMemory,
+struct Reporting {
     report: Option<DecisionReport>,
+    exported: ReplicaSeconds,
 }
 
 /// One deployment's controller.
@@ -90,15 +88,12 @@ pub struct Controller {
     config: ArcSwap<DeploymentConfig>,
     pool: Arc<ReplicaPool>,
     backend: Arc<dyn Backend>,
-    next_index: AtomicU64,
     handles: Mutex<HashMap<String, Arc<dyn ReplicaHandle>>>,
-    consecutive_failures: AtomicU32,
-    backoff_until: Mutex<Option<Instant>>,
+    /// Every scaling and lifecycle decision (one lock, taken off the request path).
+    core: Mutex<LifecycleCore>,
     /// Since when a static deployment has had no healthy replica.
     no_healthy_since: Mutex<Option<Instant>>,
-    /// A start is waiting for GPUs (logged and evented once per wait).
-    waiting_for_gpus: std::sync::atomic::AtomicBool,
-    autoscaling: Mutex<AutoscalingState>,
+    reporting: Mutex<Reporting>,
     /// Last scrape of each ready replica by id.
     scraped: Mutex<HashMap<String, Scraped>>,
     epoch: Instant,
@@ -109,11 +104,10 @@ pub struct Controller {
     maintenance_over: tokio::sync::Notify,
     /// Requests waiting for maintenance to end.
     maintenance_held: AtomicU64,
-    /// `Serving` as u8: read by the data plane on every request, lock-free.
+    /// `Serving` as u8, mirrored from the core: read by the data plane on every request, lock-free.
     serving: std::sync::atomic::AtomicU8,
     /// Requests that arrived for this deployment (any state, any route).
     arrivals: AtomicU64,
-    hibernation: Mutex<HibernationMemory>,
     events: EventSink,
     /// What the controller did.
     pub stats: ControllerStats,
@@ -144,30 +138,23 @@ impl Controller {
     ) -> ControllerHandle {
         let pool = ReplicaPool::new(name, config.replica_concurrency);
         let (stopping, _) = watch::channel(false);
-        let settings = Settings::from_config(&config);
+        let core = LifecycleCore::first_deploy(name, CoreSettings::from_config(&config));
         let controller = Arc::new(Controller {
             name: name.to_string(),
             config: ArcSwap::from_pointee(config),
             pool: pool.clone(),
             backend,
-            next_index: AtomicU64::new(0),
             handles: Mutex::new(HashMap::new()),
-            consecutive_failures: AtomicU32::new(0),
-            backoff_until: Mutex::new(None),
-            waiting_for_gpus: std::sync::atomic::AtomicBool::new(false),
-            no_healthy_since: Mutex::new(None),
-            autoscaling: Mutex::new(AutoscalingState {
-                memory: PolicyMemory::first_deploy(&settings),
-                ..AutoscalingState::default()
-            }),
+            core: Mutex::new(core),
             scraped: Mutex::new(HashMap::new()),
+            no_healthy_since: Mutex::new(None),
+            reporting: Mutex::new(Reporting::default()),
             epoch: Instant::now(),
             maintenance: std::sync::atomic::AtomicBool::new(false),
             maintenance_over: tokio::sync::Notify::new(),
             maintenance_held: AtomicU64::new(0),
             serving: std::sync::atomic::AtomicU8::new(Serving::Active as u8),
             arrivals: AtomicU64::new(0),
-            hibernation: Mutex::new(HibernationMemory::default()),
             events,
             stats: ControllerStats::default(),
             stopping,
@@ -214,91 +201,51 @@ impl Controller {
     }
 
     /// Hibernates by hand: zero replicas until requests wake it or `resume`.
-    pub fn hibernate(&self) -> Result<(), String> {
-        self.transition_by_hand(&[Serving::Active, Serving::Waking], Serving::Hibernated)
+    pub fn hibernate(self: &Arc<Self>) -> Result<(), String> {
+        self.by_hand(LifecycleCore::hibernate)
     }
 
     /// Wakes a hibernated deployment by hand.
-    pub fn resume(&self) -> Result<(), String> {
-        self.transition_by_hand(&[Serving::Hibernated], Serving::Waking)
+    pub fn resume(self: &Arc<Self>) -> Result<(), String> {
+        self.by_hand(LifecycleCore::resume)
     }
 
     /// Brings a deactivated deployment back.
-    pub fn activate(&self) -> Result<(), String> {
-        self.transition_by_hand(&[Serving::Deactivated], Serving::Waking)
+    pub fn activate(self: &Arc<Self>) -> Result<(), String> {
+        self.by_hand(LifecycleCore::activate)
     }
 
-    fn transition_by_hand(&self, from: &[Serving], to: Serving) -> Result<(), String> {
-        let now = self.epoch.elapsed();
-        let current = self.serving();
-        if current == to {
-            return Ok(());
+    fn by_hand(
+        self: &Arc<Self>,
+        transition: fn(&mut LifecycleCore, u64, Duration, &mut Vec<Command>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut out = Vec::new();
+        let arrivals = self.arrivals.load(Ordering::Acquire);
+        let at = self.at(Instant::now());
+        {
+            let mut core = self
+                .core
+                .lock()
+                .map_err(|_| "controller state unavailable".to_string())?;
+            transition(&mut core, arrivals, at, &mut out)?;
         }
-        if !from.contains(&current) {
-            return Err(format!(
-                "deployment {} is {}; this applies to {}",
-                self.name,
-                current.name(),
-                from.iter()
-                    .map(|s| s.name())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ));
-        }
-        if let Ok(mut memory) = self.hibernation.lock() {
-            hibernation::manual(&mut memory, to, self.arrivals.load(Ordering::Acquire), now);
-        }
-        self.enter(to, "by hand");
+        self.apply_all(out);
         self.pool.demand().notify_one();
         Ok(())
     }
 
-    /// Switches the serving state; waking starts like a first deploy (max(1, min) replicas).
-    fn enter(&self, to: Serving, reason: &str) {
-        let from = Serving::from_u8(self.serving.swap(to as u8, Ordering::AcqRel));
-        if from == to {
-            return;
-        }
-        if to == Serving::Waking {
-            let settings = Settings::from_config(&self.config.load());
-            if let Ok(mut state) = self.autoscaling.lock() {
-                state.memory = PolicyMemory::first_deploy(&settings);
-            }
-        }
-        tracing::info!(deployment = %self.name, from = from.name(), to = to.name(), reason, "serving state changed");
-        let kind = match (from, to) {
-            (_, Serving::Hibernated) => EventKind::Hibernated,
-            (_, Serving::Deactivated) => EventKind::Deactivated,
-            (Serving::Deactivated, _) => EventKind::Activated,
-            (Serving::Hibernated, _) => EventKind::Woke,
-            _ => return, // waking → active is the replica_ready event
-        };
-        let component = if reason == "by hand" {
-            "api"
-        } else {
-            "autoscaler"
-        };
-        self.events.emit(
-            &self.name,
-            kind,
-            component,
-            format!("{} → {}: {reason}", from.name(), to.name()),
-            Numbers::default(),
-        );
+    /// Time since this controller's epoch: the clock the lifecycle core is fed.
+    fn at(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.epoch)
     }
 
-    /// Runs the hibernation state machine; true when the deployment must be held at zero.
-    fn step_hibernation(&self, config: &DeploymentConfig, ready: u32, now: Instant) -> bool {
-        let settings = HibernationSettings::from_config(config);
-        let at = now.saturating_duration_since(self.epoch);
-        let total = self.arrivals.load(Ordering::Acquire);
-        let transition = self.hibernation.lock().ok().and_then(|mut memory| {
-            hibernation::step(&settings, self.serving(), total, ready, &mut memory, at)
-        });
-        if let Some(t) = transition {
-            self.enter(t.to, t.reason);
-        }
-        self.serving().holds_at_zero()
+    /// Replica-seconds per state since start (what the replicas cost so far).
+    pub fn replica_seconds(&self) -> ReplicaSeconds {
+        let at = self.at(Instant::now());
+        self.core
+            .lock()
+            .map(|core| core.accounting_at(at))
+            .unwrap_or_default()
     }
 
     /// Where this deployment's events go (the data plane reports fallback events here).
@@ -308,7 +255,7 @@ impl Controller {
 
     /// The last scaling decision, if one was taken.
     pub fn last_decision(&self) -> Option<DecisionReport> {
-        self.autoscaling.lock().ok().and_then(|s| s.report)
+        self.reporting.lock().ok().and_then(|s| s.report)
     }
 
     /// Validates and swaps in new settings (a reload or an API change); they take effect on the
@@ -340,6 +287,9 @@ impl Controller {
             changed_fields(&self.config.load(), &config),
             Numbers::default(),
         );
+        if let Ok(mut core) = self.core.lock() {
+            core.set_settings(CoreSettings::from_config(&config));
+        }
         self.config.store(Arc::new(config));
         self.pool.demand().notify_one();
         Ok(())
@@ -361,152 +311,99 @@ impl Controller {
         }
     }
 
-    /// One observe → decide → actuate round.
+    /// One observe → decide → actuate round: the core decides, the shell logs and carries out.
     async fn reconcile(self: &Arc<Self>) {
         let config = self.config.load_full();
-        let settings = Settings::from_config(&config);
         let now = Instant::now();
+        let at = self.at(now);
         let replicas = self.pool.replicas();
-        let counts = ReplicaCounts {
-            starting: count_in(&replicas, ReplicaState::Starting),
-            ready: count_in(&replicas, ReplicaState::Ready),
+        let in_flight = |index: u64| {
+            replicas
+                .iter()
+                .find(|r| r.order == index)
+                .map_or(0, |r| r.in_flight())
         };
-        let load = load::measure(
-            config.metric,
-            settings.per_replica(),
-            &self.load_inputs(&replicas),
-        );
-        let mut report = self.decide(&settings, counts, load, now);
-        if self.step_hibernation(&config, counts.ready, now) {
-            report.desired = 0;
-            report.reason = self.serving().name();
-        }
-        let current = counts.current();
-        if report.desired == 0 && current == 0 {
-            // Nothing is being started any more (load is gone): the next request must get a
-            // fresh try — waiting, and asking for a replica — not the 503 of the last attempt.
-            self.mark_available("no replica is wanted now; the next request starts one afresh");
-        }
-        let previous = self.stats.desired.swap(report.desired, Ordering::AcqRel);
+        let mut out = Vec::new();
+        let (decided, accounted) = {
+            let Ok(mut core) = self.core.lock() else {
+                return; // a panicked holder: keep what we have rather than act on nothing
+            };
+            let load = load::measure(
+                config.metric,
+                core.settings().policy.per_replica(),
+                &self.load_inputs(&replicas),
+            );
+            let observed = Observation {
+                load,
+                arrivals: self.arrivals.load(Ordering::Acquire),
+            };
+            let decided = core.tick(at, observed, &in_flight, &mut out);
+            (decided, core.accounting_at(at))
+        };
+        self.stats.desired.store(decided.desired, Ordering::Release);
         self.stats
             .peak_desired
-            .fetch_max(report.desired, Ordering::AcqRel);
-
+            .fetch_max(decided.desired, Ordering::AcqRel);
+        let current = decided.replicas.current();
         // Taken every round, so a signal that led to no scale-up (e.g. at max_replicas) cannot
         // be reported, much later, as the latency of an unrelated one.
         let signal = self.pool.take_demand_signal();
-        if report.desired > current {
+        let mut report = DecisionReport {
+            desired: decided.desired,
+            reason: decided.reason,
+            average_load: decided.average_load,
+            current_load: decided.current_load,
+            replicas: decided.replicas,
+            scale_up_latency: None,
+        };
+        if decided.desired > current {
             report.scale_up_latency = signal.map(|at| now.saturating_duration_since(at));
-            let acting = !self.in_backoff(now);
-            if acting || previous != report.desired {
+            if !decided.in_backoff || decided.previous != decided.desired {
                 tracing::info!(
                     deployment = %self.name,
-                    desired = report.desired,
+                    desired = decided.desired,
                     current,
-                    ready = counts.ready,
-                    average_load = report.average_load,
-                    current_load = report.current_load,
-                    reason = report.reason,
+                    ready = decided.replicas.ready,
+                    average_load = decided.average_load,
+                    current_load = decided.current_load,
+                    reason = decided.reason,
                     since_request_us = report.scale_up_latency.map(|d| d.as_micros() as u64),
-                    in_backoff = !acting,
+                    in_backoff = decided.in_backoff,
                     "scale up"
                 );
             }
-            if report.desired > previous {
-                self.events.emit(
-                    &self.name,
-                    EventKind::ScaledUp,
-                    "autoscaler",
-                    format!(
-                        "{current} → {} replicas ({})",
-                        report.desired, report.reason
-                    ),
-                    numbers(&report, current),
-                );
-            }
-            for _ in current..report.desired {
-                if self.in_backoff(Instant::now()) {
-                    break;
-                }
-                self.start_replica(now).await;
-            }
-        } else if report.desired < current {
+        } else if decided.desired < current {
             tracing::info!(
                 deployment = %self.name,
-                desired = report.desired,
+                desired = decided.desired,
                 current,
-                average_load = report.average_load,
-                reason = report.reason,
+                average_load = decided.average_load,
+                reason = decided.reason,
                 "scale down"
             );
-            self.events.emit(
-                &self.name,
-                EventKind::ScaledDown,
-                "autoscaler",
-                format!(
-                    "{current} → {} replicas ({})",
-                    report.desired, report.reason
-                ),
-                numbers(&report, current),
-            );
-            let candidates: Vec<Candidate> = replicas
-                .iter()
-                .map(|r| Candidate {
-                    state: r.state(),
-                    in_flight: r.in_flight(),
-                    order: r.order,
-                })
-                .collect();
-            let excess = (current - report.desired) as usize;
-            for i in choose_replicas_to_stop(&candidates, excess) {
-                self.clone().begin_stop(replicas[i].clone(), report.reason);
-            }
-        } else if previous != report.desired {
-            tracing::debug!(deployment = %self.name, desired = report.desired, reason = report.reason, "desired replicas");
+        } else if decided.previous != decided.desired {
+            tracing::debug!(deployment = %self.name, desired = decided.desired, reason = decided.reason, "desired replicas");
         }
-        if let Ok(mut state) = self.autoscaling.lock() {
+        for command in out {
+            match command {
+                Command::Start { index } => self.start_replica(index, now).await,
+                Command::Drain { index } => {
+                    if let Some(r) = replicas.iter().find(|r| r.order == index) {
+                        self.clone().begin_stop(r.clone(), decided.reason);
+                    }
+                }
+                other => self.apply(other),
+            }
+        }
+        if let Ok(mut state) = self.reporting.lock() {
             let latency = report
                 .scale_up_latency
                 .or(state.report.and_then(|r| r.scale_up_latency));
             report.scale_up_latency = latency;
             state.report = Some(report);
+            export_replica_seconds(&self.name, &state.exported, &accounted);
+            state.exported = accounted;
         }
-    }
-
-    /// Records the load and runs the pure policy.
-    fn decide(
-        &self,
-        settings: &Settings,
-        counts: ReplicaCounts,
-        load: f64,
-        now: Instant,
-    ) -> DecisionReport {
-        let at = now.saturating_duration_since(self.epoch);
-        let Ok(mut state) = self.autoscaling.lock() else {
-            // A panicked holder: keep what we have rather than act on nothing.
-            return DecisionReport {
-                desired: counts.current(),
-                reason: "state unavailable",
-                average_load: load,
-                current_load: load,
-                replicas: counts,
-                scale_up_latency: None,
-            };
-        };
-        let keep = settings.autoscaling_window + Duration::from_secs(1);
-        state.history.record(at, load, keep);
-        let memory = state.memory;
-        let decision = policy::decide(settings, state.history.samples(), counts, memory, at);
-        let report = DecisionReport {
-            desired: decision.desired,
-            reason: decision.reason.name(),
-            average_load: decision.average_load,
-            current_load: decision.current_load,
-            replicas: counts,
-            scale_up_latency: None,
-        };
-        state.memory = decision.memory;
-        report
     }
 
     /// The pool counters and, for metrics that need them, the ready replicas' last scrapes.
@@ -535,6 +432,9 @@ impl Controller {
         let _ = self.stopping.send(true);
         self.pool.close();
         let replicas = self.pool.replicas();
+        if let Ok(mut core) = self.core.lock() {
+            core.drain_all(self.at(Instant::now()));
+        }
         let mut stops = Vec::new();
         for replica in replicas.iter() {
             replica.set_state(ReplicaState::Draining);
@@ -554,15 +454,17 @@ impl ControllerHandle {
     }
 }
 
-fn count_in(replicas: &[Arc<Replica>], state: ReplicaState) -> u32 {
-    replicas.iter().filter(|r| r.state() == state).count() as u32
-}
-
-/// The numbers behind a scaling decision, for its event.
-fn numbers(report: &DecisionReport, current: u32) -> Numbers {
-    Numbers {
-        load: Some(report.average_load.max(report.current_load)),
-        desired: Some(report.desired),
-        current: Some(current),
+/// Publishes the replica-seconds so far as `infergate_replica_seconds_total{deployment,state}`:
+/// a running total (exported as a gauge because the `metrics` counters only count whole units).
+fn export_replica_seconds(name: &str, before: &ReplicaSeconds, now: &ReplicaSeconds) {
+    for (state, old, new) in [
+        ("starting", before.starting, now.starting),
+        ("ready", before.ready, now.ready),
+        ("draining", before.draining, now.draining),
+    ] {
+        if new != old || new == 0.0 {
+            metrics::gauge!("infergate_replica_seconds_total", "deployment" => name.to_string(), "state" => state)
+                .set(new);
+        }
     }
 }

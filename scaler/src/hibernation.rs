@@ -155,6 +155,40 @@ pub fn step(
     }
 }
 
+/// The earliest time a step could change the state without a new arrival (`None`: only an
+/// arrival or a ready replica can). Lets an event-driven caller (the simulator) sleep until then.
+pub fn next_due(
+    settings: &HibernationSettings,
+    state: Serving,
+    memory: &HibernationMemory,
+    now: Duration,
+) -> Option<Duration> {
+    let mut due = None;
+    if state != Serving::Deactivated {
+        due = settings
+            .deactivate_after
+            .map(|after| memory.last_traffic + after);
+    }
+    if let (Serving::Active, Some((idle_after, below_rps, _))) = (state, settings.hibernate) {
+        let bucket = (idle_after / 512).max(Duration::from_millis(100));
+        let hibernate_at = if below_rps > 0.0 {
+            now + bucket // the rate moves as arrivals age out of the window
+        } else {
+            // No arrival for idle_after, measured from the first record of the last total.
+            match memory
+                .arrivals
+                .iter()
+                .find(|(_, total)| *total == memory.last_total)
+            {
+                Some((at, _)) => *at + idle_after,
+                None => memory.arrivals.back().map_or(now, |(at, _)| *at + bucket),
+            }
+        };
+        due = Some(due.map_or(hibernate_at, |d: Duration| d.min(hibernate_at)));
+    }
+    due
+}
+
 /// Marks a manual transition in the memory (hibernate: wake counting starts now; activate or
 /// resume: the idle clocks restart now).
 pub fn manual(memory: &mut HibernationMemory, to: Serving, total: u64, now: Duration) {

@@ -10,6 +10,7 @@ pub mod ejection;
 pub mod events;
 pub mod health;
 pub mod hibernation;
+pub mod lifecycle;
 pub mod load;
 pub mod policy;
 pub mod pool;

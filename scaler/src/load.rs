@@ -25,8 +25,22 @@ pub struct LoadHistory {
 
 impl LoadHistory {
     /// Records the load observed at `at`, forgetting samples older than `keep`.
+    ///
+    /// Seconds with no observation between the last sample and `at` are filled with the last
+    /// load (load only changes when something is observed), so a caller that decides only on
+    /// events — the simulator — sees the same window as one that samples every tick.
     pub fn record(&mut self, at: Duration, load: f64, keep: Duration) {
         let bucket = |d: Duration| d.as_secs() / BUCKET.as_secs();
+        if let Some(last) = self.samples.back().copied() {
+            let (from, to) = (bucket(last.at) + 1, bucket(at));
+            let from = from.max(to.saturating_sub(keep.as_secs() + 1));
+            for second in from..to {
+                self.samples.push_back(LoadSample {
+                    at: Duration::from_secs(second * BUCKET.as_secs()),
+                    load: last.load,
+                });
+            }
+        }
         match self.samples.back_mut() {
             Some(last) if bucket(last.at) == bucket(at) => *last = LoadSample { at, load },
             _ => self.samples.push_back(LoadSample { at, load }),
@@ -34,6 +48,15 @@ impl LoadHistory {
         let oldest = at.saturating_sub(keep);
         while self.samples.front().is_some_and(|s| s.at < oldest) {
             self.samples.pop_front();
+        }
+    }
+
+    /// Whether every sample kept equals the latest: then the windowed average cannot change
+    /// until the load does, and a caller need not decide again just because time passes.
+    pub fn settled(&self) -> bool {
+        match self.samples.back() {
+            None => true,
+            Some(last) => self.samples.iter().all(|s| s.load == last.load),
         }
     }
 
@@ -138,6 +161,29 @@ mod tests {
         let s = h.samples();
         assert_eq!(s.len(), 11);
         assert_eq!(s[0].at, Duration::from_secs(89));
+    }
+
+    #[test]
+    fn seconds_without_an_observation_carry_the_last_load() {
+        let mut h = LoadHistory::default();
+        h.record(ms(500), 4.0, ms(60_000));
+        h.record(ms(3_200), 1.0, ms(60_000));
+        let loads: Vec<(u64, f64)> = h
+            .samples()
+            .iter()
+            .map(|s| (s.at.as_millis() as u64, s.load))
+            .collect();
+        assert_eq!(
+            loads,
+            vec![(500, 4.0), (1_000, 4.0), (2_000, 4.0), (3_200, 1.0)]
+        );
+        assert!(!h.settled());
+        h.record(ms(90_000), 1.0, ms(10_000));
+        assert!(
+            h.settled(),
+            "after a long gap only the carried load is left"
+        );
+        assert_eq!(h.samples().len(), 11);
     }
 
     fn inputs(in_flight: u64, waiting: u64, ready: Vec<Scraped>) -> LoadInputs {

@@ -102,7 +102,8 @@ impl Controller {
                         EventKind::ReplicaEjected,
                         format!("failed {failures} health checks in a row; replaced"),
                     );
-                    self.record_failure(
+                    self.record_replacement(
+                        replica.order,
                         &replica.id,
                         &format!("unhealthy: {failures} failed health checks in a row"),
                     );

@@ -1,68 +1,21 @@
-//! One replica's life as the controller runs it: launch (with back-off after failures, and a wait
-//! when its GPUs are still held), readiness polling up to `startup_timeout`, crash detection,
-//! draining and stopping.
+//! One replica's life as the shell runs it: launch (the core decides when, and handles back-off
+//! and GPU waits), readiness polling, crash detection, draining and stopping.
 
 use super::*;
 
 impl Controller {
-    pub(super) fn in_backoff(&self, now: Instant) -> bool {
-        self.backoff_until
-            .lock()
-            .ok()
-            .and_then(|g| *g)
-            .is_some_and(|until| now < until)
-    }
-
-    pub(super) fn record_failure(&self, replica: &str, why: &str) {
-        self.stats.replicas_failed.fetch_add(1, Ordering::Relaxed);
-        self.events.emit(
-            &self.name,
-            EventKind::ReplicaFailed,
-            "backend",
-            format!("{replica}: {why}"),
-            Numbers::default(),
-        );
-        let n = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
-        let delay = BACKOFF_BASE
-            .saturating_mul(1u32 << (n - 1).min(16))
-            .min(BACKOFF_MAX);
-        if let Ok(mut g) = self.backoff_until.lock() {
-            *g = Some(Instant::now() + delay);
+    /// Launches replica `index`, asked for by the decision taken at `decided`, unless a failure
+    /// or a GPU wait earlier in the same batch cancelled it.
+    pub(super) async fn start_replica(self: &Arc<Self>, index: u64, decided: Instant) {
+        if !self.core.lock().is_ok_and(|core| core.wants_launch(index)) {
+            return;
         }
-        tracing::warn!(deployment = %self.name, consecutive_failures = n, backoff_ms = delay.as_millis() as u64, "replica failed; next start after back-off");
-        let give_up = self.config.load().startup_failures_to_give_up;
-        if n >= give_up {
-            self.mark_unavailable(Unavailable {
-                reason: format!("{n} replica starts in a row failed (startup_failures_to_give_up = {give_up}); the last: {replica}: {why}. Retrying in the background."),
-                retry_after_secs: delay.as_secs().max(1),
-            });
-        }
-        let demand = self.pool.demand();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            demand.notify_one();
-        });
-    }
-
-    /// Holds further starts for `delay` (without counting a failure), then decides again.
-    pub(super) fn retry_in(&self, delay: Duration) {
-        if let Ok(mut g) = self.backoff_until.lock() {
-            *g = Some(Instant::now() + delay);
-        }
-        let demand = self.pool.demand();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            demand.notify_one();
-        });
-    }
-
-    /// Launches one replica asked for by the decision taken at `decided`.
-    pub(super) async fn start_replica(self: &Arc<Self>, decided: Instant) {
         let config = self.config.load_full();
-        let index = self.next_index.fetch_add(1, Ordering::AcqRel);
         match self.backend.launch(&self.name, index).await {
             Ok(launched) => {
-                self.waiting_for_gpus.store(false, Ordering::Release);
+                if let Ok(mut core) = self.core.lock() {
+                    core.launched(index);
+                }
                 self.stats.replicas_started.fetch_add(1, Ordering::Relaxed);
                 let replica = Arc::new(Replica::asked_for(
                     format!("{}-{index}", self.name),
@@ -86,51 +39,41 @@ impl Controller {
                 tokio::spawn(self.clone().run_replica(replica, handle, config));
             }
             Err(BackendError::WaitingForGpus { needed, free }) => {
-                // Not a failure: the GPUs come back when the replica holding them stops. The
-                // index is kept for the replica that will start (one control loop: no race).
-                self.next_index.store(index, Ordering::Release);
-                if !self.waiting_for_gpus.swap(true, Ordering::AcqRel) {
-                    tracing::warn!(deployment = %self.name, needed, free, "replica waits for GPUs held by other replicas; it will not start unpinned");
-                    self.events.emit(
-                        &self.name,
-                        EventKind::ReplicaWaiting,
-                        "backend",
-                        format!("{}-{index} waits for {needed} GPU(s), {free} free: held by other replicas", self.name),
-                        Numbers::default(),
-                    );
+                // Not a failure: the GPUs come back when the replica holding them stops.
+                let mut out = Vec::new();
+                let at = self.at(Instant::now());
+                if let Ok(mut core) = self.core.lock() {
+                    core.waiting_for_gpus(index, needed as u32, free as u32, at, &mut out);
                 }
-                self.retry_in(GPU_RETRY);
+                if !out.is_empty() {
+                    tracing::warn!(deployment = %self.name, needed, free, "replica waits for GPUs held by other replicas; it will not start unpinned");
+                }
+                self.apply_all(out);
+                self.wake_after(crate::lifecycle::GPU_RETRY);
             }
             Err(e) => {
                 tracing::error!(deployment = %self.name, error = %e, "cannot start replica");
-                self.record_failure(&format!("{}-{index}", self.name), &e.to_string());
+                self.record_failure(index, &format!("{}-{index}", self.name), &e.to_string());
             }
         }
     }
 
-    /// Polls readiness until ready, failed or timed out; then watches for a crash.
+    /// Polls readiness until ready or exited (the core fails a replica past its startup
+    /// deadline and the replica then leaves `starting`); then watches for a crash.
     pub(super) async fn run_replica(
         self: Arc<Self>,
         replica: Arc<Replica>,
         handle: Arc<dyn ReplicaHandle>,
         config: Arc<DeploymentConfig>,
     ) {
-        let deadline = replica.created + config.startup_timeout.get();
         let interval = config.health.interval.get();
         let probe_timeout = interval.max(Duration::from_millis(500));
         let failure = loop {
             if replica.state() != ReplicaState::Starting {
-                return; // asked to stop while starting
+                return; // asked to stop, or failed by the core, while starting
             }
             if health::probe(replica.addr, &config.health.path, probe_timeout).await {
                 break None;
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!(deployment = %self.name, replica = %replica.id, timeout = ?config.startup_timeout.get(), "replica not ready within startup_timeout");
-                break Some(format!(
-                    "not ready within startup_timeout ({})",
-                    config.startup_timeout
-                ));
             }
             tokio::select! {
                 status = handle.exited() => {
@@ -141,29 +84,32 @@ impl Controller {
             }
         };
         if let Some(why) = failure {
-            let tail = handle.output_tail();
-            let why = match tail.len() {
-                0 => why,
-                n => format!(
-                    "{why}; last output: {}",
-                    tail[n.saturating_sub(5)..].join(" | ")
-                ),
-            };
+            if replica.state() != ReplicaState::Starting {
+                return;
+            }
+            let why = commands::with_output_tail(why, handle.output_tail());
             replica.set_state(ReplicaState::Failed);
             self.pool.remove_replica(&replica.id);
             handle.terminate(config.stop.kill_grace.get()).await;
             self.forget(&replica.id);
-            self.record_failure(&replica.id, &why);
+            self.record_failure(replica.order, &replica.id, &why);
             return;
         }
-        if replica.state() != ReplicaState::Starting {
+        let mut out = Vec::new();
+        let at = self.at(Instant::now());
+        let still_wanted = self
+            .core
+            .lock()
+            .ok()
+            .and_then(|mut core| core.replica_ready(replica.order, at, &mut out))
+            .is_some();
+        if !still_wanted || replica.state() != ReplicaState::Starting {
             return;
         }
         let cold_start = replica.mark_ready();
         metrics::histogram!("infergate_cold_start_seconds", "deployment" => self.name.clone())
             .record(cold_start.as_secs_f64());
-        self.consecutive_failures.store(0, Ordering::Release);
-        self.mark_available(&format!("{} is ready", replica.id));
+        self.apply_all(out);
         tracing::info!(
             deployment = %self.name,
             replica = %replica.id,
@@ -194,7 +140,11 @@ impl Controller {
             replica.set_state(ReplicaState::Failed);
             self.pool.remove_replica(&replica.id);
             self.forget(&replica.id);
-            self.record_failure(&replica.id, &format!("crashed ({})", status.description));
+            self.record_failure(
+                replica.order,
+                &replica.id,
+                &format!("crashed ({})", status.description),
+            );
         }
     }
 
@@ -231,6 +181,9 @@ impl Controller {
         }
         replica.set_state(ReplicaState::Stopped);
         self.pool.remove_replica(&replica.id);
+        if let Ok(mut core) = self.core.lock() {
+            core.replica_stopped(replica.order, self.at(Instant::now()));
+        }
         self.stats.replicas_stopped.fetch_add(1, Ordering::Relaxed);
         tracing::info!(deployment = %self.name, replica = %replica.id, "replica stopped");
         self.events.emit(
