@@ -14,7 +14,7 @@ mod validate;
 
 pub use demo::{demo_config, DEMO_CONFIG_TOML, DEMO_PROVIDER_KEY_ENV, DEMO_PROVIDER_PORT};
 pub use schema::*;
-pub use validate::{parse_http_url, ConfigError, FieldError};
+pub use validate::{parse_cold_start, parse_http_url, ConfigError, FieldError};
 
 use std::path::Path;
 

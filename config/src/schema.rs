@@ -316,8 +316,32 @@ pub struct DeploymentConfig {
     /// No traffic for this long deactivates the deployment (0 = never).
     #[serde(default = "defaults::deactivate_after")]
     pub deactivate_after: HumanDuration,
+    /// Dollars per GPU-hour: `status`, the admin API and `simulate` turn GPU-seconds into cost.
+    #[serde(default)]
+    pub gpu_hour_price: Option<f64>,
+    /// How `infergate simulate` models this deployment's replicas and fallback.
+    #[serde(default)]
+    pub simulate: Option<SimulateConfig>,
     /// Where replicas come from.
     pub backend: BackendConfig,
+}
+
+/// The replica model `infergate simulate` uses for a deployment (flags override it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulateConfig {
+    /// Cold start: a duration (`90s`) or `lognormal:median=90s,p99=300s`.
+    pub cold_start: Option<String>,
+    /// Prompt tokens per second.
+    pub prefill_tps: Option<f64>,
+    /// Generated tokens per second for a request alone on a replica.
+    pub decode_tps: Option<f64>,
+    /// Per-request decode slowdown per extra request in flight (0 = none).
+    pub batching_slowdown: Option<f64>,
+    /// The fallback provider's time to first token.
+    pub provider_latency: Option<HumanDuration>,
+    /// The fallback provider's price per million tokens.
+    pub provider_price_per_mtok: Option<f64>,
 }
 
 /// Routing of requests that carry no `model` field.
@@ -560,6 +584,15 @@ impl DeploymentConfig {
         match self.preset {
             Some(Preset::Development) => 0,
             None => self.min_replicas,
+        }
+    }
+
+    /// GPUs one replica holds, for cost accounting: the process backend's GPUs per replica,
+    /// else 1 (a model server replica is taken to hold one GPU).
+    pub fn gpus_per_replica(&self) -> u32 {
+        match &self.backend {
+            BackendConfig::Process(p) => p.effective_gpus_per_replica().max(1),
+            _ => 1,
         }
     }
 

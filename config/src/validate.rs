@@ -380,6 +380,17 @@ impl DeploymentConfig {
             );
         }
         c.int_range(&f("max_replicas"), self.max_replicas.into(), 1, 1000, "");
+        if let Some(price) = self.gpu_hour_price {
+            if !(price.is_finite() && price >= 0.0) {
+                c.fail(
+                    f("gpu_hour_price"),
+                    format!("must be a number ≥ 0 (dollars per GPU-hour), got {price}"),
+                );
+            }
+        }
+        if let Some(sim) = &self.simulate {
+            check_simulate(sim, &f("simulate"), c);
+        }
         if self.preset == Some(Preset::Development) {
             if self.min_replicas != 0 {
                 c.fail(
@@ -666,4 +677,56 @@ pub fn parse_http_url(url: &str) -> Option<&str> {
         return None;
     }
     Some(authority)
+}
+
+/// The `[simulate]` table: positive speeds and prices, a cold start that parses.
+fn check_simulate(sim: &crate::SimulateConfig, path: &str, c: &mut Checker) {
+    let f = |field: &str| format!("{path}.{field}");
+    for (field, value, zero_ok) in [
+        ("prefill_tps", sim.prefill_tps, false),
+        ("decode_tps", sim.decode_tps, false),
+        ("batching_slowdown", sim.batching_slowdown, true),
+        ("provider_price_per_mtok", sim.provider_price_per_mtok, true),
+    ] {
+        if let Some(v) = value {
+            let ok = v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0));
+            if !ok {
+                let range = if zero_ok { "≥ 0" } else { "> 0" };
+                c.fail(f(field), format!("must be a number {range}, got {v}"));
+            }
+        }
+    }
+    if let Some(cold) = &sim.cold_start {
+        if let Err(why) = parse_cold_start(cold) {
+            c.fail(f("cold_start"), why);
+        }
+    }
+}
+
+/// Parses a cold start: `90s` → (90 s, None), or `lognormal:median=DUR,p99=DUR` with p99 ≥
+/// median → (median, Some(p99)). Shared by validation and `simulate`.
+pub fn parse_cold_start(text: &str) -> Result<(Duration, Option<Duration>), String> {
+    let parse = |v: &str| {
+        humantime::parse_duration(v.trim()).map_err(|e| format!("{v:?} is not a duration: {e}"))
+    };
+    match text.strip_prefix("lognormal:") {
+        None => parse(text)
+            .map(|d| (d, None))
+            .map_err(|e| format!("must be a duration (90s) or lognormal:median=DUR,p99=DUR; {e}")),
+        Some(params) => {
+            let (mut median, mut p99) = (None, None);
+            for kv in params.split(',') {
+                match kv.split_once('=') {
+                    Some(("median", v)) => median = Some(parse(v)?),
+                    Some(("p99", v)) => p99 = Some(parse(v)?),
+                    _ => return Err(format!("lognormal takes median=DUR,p99=DUR, got {kv:?}")),
+                }
+            }
+            match (median, p99) {
+                (Some(m), Some(p)) if p >= m => Ok((m, Some(p))),
+                (Some(_), Some(_)) => Err("lognormal: p99 must be at least the median".into()),
+                _ => Err("lognormal needs both median= and p99=".into()),
+            }
+        }
+    }
 }

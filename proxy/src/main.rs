@@ -1,5 +1,6 @@
 //! `infergate`: an L7 proxy with a built-in autoscaler for self-hosted OpenAI-compatible model
-//! servers. One binary: `serve` (the default), `validate`, and `sim-server`.
+//! servers. One binary: `serve` (the default), `validate`, `simulate`, `sim-server` and the
+//! admin verbs.
 
 mod admin;
 mod admin_token;
@@ -17,6 +18,7 @@ mod respond;
 mod routing;
 mod serve;
 mod sim_server;
+mod simulate_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use infergate_config::{demo_config, Config, DEMO_PROVIDER_KEY_ENV, DEMO_PROVIDER_PORT};
@@ -48,6 +50,9 @@ enum Command {
     },
     /// Run a simulated OpenAI-compatible model server (the demo's and tests' replicas).
     SimServer(sim_server::SimOptions),
+    /// Replay a request trace through the scaling code in virtual time, against Knative, KEDA,
+    /// a fixed fleet, a TTL and the hybrid-histogram policy; cost, waits, and a recommendation.
+    Simulate(Box<simulate_cmd::SimulateArgs>),
     #[command(flatten)]
     Admin(cli::Verb),
 }
@@ -132,6 +137,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Simulate(args)) => simulate_cmd::run(*args),
         Some(Command::Serve(args)) => serve_main(args),
         Some(Command::Admin(verb)) => cli::run(verb),
         None => serve_main(cli.serve),
