@@ -153,3 +153,32 @@ impl Scaler for HybridHistogram {
         [prewarm_at, until].into_iter().find(|t| *t > now)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_regular_idle_time_gives_a_pre_warm_and_a_short_keep_alive() {
+        let mut h = HybridHistogram::new(&crate::setup::default_deployment());
+        assert_eq!(
+            h.windows(),
+            (Duration::ZERO, BIN * 240),
+            "no history: fixed 4 h keep-alive"
+        );
+        // 20 idle times of 9–10 minutes: CV ≈ 15 > 2, representative.
+        h.bins[9] = 20;
+        h.samples = 20;
+        let (prewarm, keep) = h.windows();
+        assert_eq!(prewarm, BIN.mul_f64(9.0 * 0.9), "5th percentile minus 10 %");
+        assert_eq!(
+            prewarm + keep,
+            BIN.mul_f64(10.0 * 1.1),
+            "99th percentile plus 10 %"
+        );
+        // Idle times spread evenly over the range: CV < 2, back to the fixed keep-alive.
+        h.bins = vec![1; BINS];
+        h.samples = BINS as u32;
+        assert_eq!(h.windows(), (Duration::ZERO, BIN * 240));
+    }
+}

@@ -11,7 +11,9 @@ use std::time::Duration;
 /// One replica on demand with an idle TTL.
 pub struct Ttl {
     ttl: Duration,
+    /// When the deployment last had a request in flight or waiting.
     last_busy: Duration,
+    busy: bool,
     next_index: u64,
 }
 
@@ -21,6 +23,7 @@ impl Ttl {
         Ttl {
             ttl: config.scale_down_delay.get(),
             last_busy: Duration::ZERO,
+            busy: false,
             next_index: 0,
         }
     }
@@ -28,8 +31,12 @@ impl Ttl {
 
 impl Scaler for Ttl {
     fn tick(&mut self, now: Duration, view: &View, out: &mut Vec<Action>) {
-        if view.concurrency() > 0.0 {
-            self.last_busy = now;
+        let busy = view.concurrency() > 0.0;
+        if busy || self.busy {
+            self.last_busy = now; // the idle clock starts when the last request ends
+        }
+        self.busy = busy;
+        if busy {
             converge(1, view, &mut self.next_index, out);
         } else if view.current() > 0 && now >= self.last_busy + self.ttl {
             converge(0, view, &mut self.next_index, out);

@@ -19,8 +19,8 @@ pub struct LineTrace {
     names: Vec<String>,
     index: HashMap<String, usize>,
     last: Option<Duration>,
-    /// Azure LLM: the first timestamp (seconds since 1970) — times are relative to it.
-    origin: Option<f64>,
+    /// Azure LLM: the first timestamp — times are relative to it.
+    origin: Option<Duration>,
 }
 
 /// Where each field sits in a CSV row.
@@ -181,7 +181,9 @@ impl LineTrace {
                 format!("TIMESTAMP is not YYYY-MM-DD HH:MM:SS.fffffff: {raw_t:?}")
             })?;
             let origin = *self.origin.get_or_insert(secs);
-            Duration::from_secs_f64((secs - origin).max(0.0))
+            secs.checked_sub(origin).ok_or_else(|| {
+                format!("arrivals must be sorted by time: {raw_t} is before the first row")
+            })?
         } else {
             ms(raw_t
                 .parse()
@@ -208,8 +210,9 @@ fn ms(v: f64) -> Result<Duration, String> {
     }
 }
 
-/// Seconds since 1970 of `YYYY-MM-DD HH:MM:SS[.fraction]` (UTC, any number of fraction digits).
-pub(crate) fn parse_timestamp(s: &str) -> Option<f64> {
+/// Time since 1970 of `YYYY-MM-DD HH:MM:SS[.fraction]` (UTC, up to 9 fraction digits), exact
+/// to the nanosecond.
+pub(crate) fn parse_timestamp(s: &str) -> Option<Duration> {
     let (date, time) = s.split_once(' ')?;
     let mut d = date.split('-');
     let (y, m, day): (i64, u32, u32) = (
@@ -219,14 +222,19 @@ pub(crate) fn parse_timestamp(s: &str) -> Option<f64> {
     );
     let time = time.trim_end_matches("+00:00");
     let mut t = time.split(':');
-    let (hh, mm): (u32, u32) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
-    let ss: f64 = t.next()?.parse().ok()?;
-    if !(1..=12).contains(&m)
-        || !(1..=31).contains(&day)
-        || hh > 23
-        || mm > 59
-        || !(0.0..61.0).contains(&ss)
-    {
+    let (hh, mm): (u64, u64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    let seconds = t.next()?;
+    let (whole, fraction) = seconds.split_once('.').unwrap_or((seconds, ""));
+    let ss: u64 = whole.parse().ok()?;
+    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: u32 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<9}").parse().ok()?
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
     // Days from civil (Howard Hinnant's algorithm).
@@ -236,8 +244,11 @@ pub(crate) fn parse_timestamp(s: &str) -> Option<f64> {
     let mp = i64::from((m + 9) % 12);
     let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days as f64 * 86_400.0 + f64::from(hh) * 3600.0 + f64::from(mm) * 60.0 + ss)
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(Duration::new(
+        days * 86_400 + hh * 3600 + mm * 60 + ss,
+        nanos,
+    ))
 }
 
 impl TraceReader for LineTrace {

@@ -1,0 +1,120 @@
+//! Tiny traces whose results can be worked out by hand, asserted exactly.
+
+mod common;
+
+use common::{config, jsonl, run};
+use infergate_simulate::PolicyKind;
+
+const BASE: &str = "min_replicas = 0\nmax_replicas = 10\nautoscaling_window = \"10s\"\nscale_down_delay = \"60s\"\nreplica_concurrency = 1";
+
+#[test]
+fn one_request_at_zero_pays_cold_start_service_window_and_delay() {
+    // t = 0: the request asks for one replica (load 1 / (1 × 100 %)); ready at 30 s; served
+    // 30 → 31 s (100 tokens at 100 tokens/s). The last sample of load 1 (t = 30 s) leaves the
+    // 10 s window at 41 s; 60 s of scale_down_delay later (101 s) the replica goes:
+    // GPU-seconds = 30 (starting) + 1 (service) + 10 (window) + 60 (delay) = 101.
+    let settings = format!("{BASE}\nconcurrency_target = 1\ntarget_utilization = 100");
+    let report = run(
+        jsonl(&[(0.0, 0, 100)]),
+        config(&settings),
+        &[PolicyKind::Infergate],
+    );
+    let r = report.total("infergate").unwrap();
+    assert_eq!(r.cold_starts, 1);
+    assert_eq!(r.wait_ms.p50, 30_000.0);
+    assert_eq!(r.wait_ms.max, 30_000.0);
+    assert_eq!(r.ttft_ms.p50, 30_000.0);
+    assert_eq!(r.gpu_seconds, 101.0);
+    assert_eq!(
+        (
+            r.served,
+            r.timed_out,
+            r.refused,
+            r.over_scale,
+            r.peak_replicas
+        ),
+        (1, 0, 0, 0, 1)
+    );
+    assert!(
+        (r.cost_usd - 101.0 / 3600.0 * 2.0).abs() < 1e-4,
+        "default $2 per GPU-hour"
+    );
+}
+
+fn burst() -> std::path::PathBuf {
+    jsonl(&[(0.0, 0, 100); 10])
+}
+
+#[test]
+fn a_burst_during_a_cold_start_asks_for_at_most_ceil_n_over_target() {
+    // 10 requests at zero, t × u = 2 × 100 %: ceil(10 / 2) = 5 replicas, never more. They are
+    // ready at 30 s and serve two rounds of five: waits of 30 s and 31 s.
+    let settings = format!("{BASE}\nconcurrency_target = 2\ntarget_utilization = 100");
+    let report = run(burst(), config(&settings), &[PolicyKind::Infergate]);
+    let r = report.total("infergate").unwrap();
+    assert_eq!((r.cold_starts, r.peak_replicas, r.over_scale), (5, 5, 0));
+    assert_eq!((r.wait_ms.p50, r.wait_ms.max), (30_000.0, 31_000.0));
+    assert_eq!(r.served, 10);
+}
+
+#[test]
+fn knative_panics_on_the_same_burst_and_over_scales() {
+    // KPA: the activator's poke at t = 0 asks for one pod. At the 2 s tick the 6 s panic window
+    // averages 10 requests; target 2 × 70 % = 1.4 → ceil(10 / 1.4) = 8 pods, 8 / max(1 ready) ≥
+    // 200 %: panic mode, 8 pods — against infergate's 5 for the same burst.
+    let settings = format!("{BASE}\nconcurrency_target = 2\ntarget_utilization = 100");
+    let report = run(burst(), config(&settings), &[PolicyKind::Knative]);
+    let r = report.total("knative").unwrap();
+    assert_eq!((r.cold_starts, r.peak_replicas), (8, 8));
+    // The poked pod is ready at 30 s and serves two requests (30 s, 31 s); the 7 panic pods
+    // are ready at 32 s and take the other 8: each of the 8 served.
+    assert_eq!(r.over_scale, 0);
+    assert_eq!(r.wait_ms.max, 32_000.0);
+}
+
+#[test]
+fn keda_releases_every_waiting_request_to_the_first_ready_replica() {
+    // KEDA activates one replica for the first request; the HPA (target 100 pending) sees 10
+    // pending → still 1. At 30 s the interceptor releases all 10 to it: served one after the
+    // other, waits 30, 31, … 39 s.
+    let settings = format!("{BASE}\nconcurrency_target = 2\ntarget_utilization = 100");
+    let report = run(burst(), config(&settings), &[PolicyKind::KedaHttp]);
+    let r = report.total("keda-http").unwrap();
+    assert_eq!((r.cold_starts, r.peak_replicas), (1, 1));
+    assert_eq!((r.wait_ms.p50, r.wait_ms.max), (34_000.0, 39_000.0));
+    assert_eq!(r.served, 10);
+}
+
+#[test]
+fn fixed_peak_is_sized_for_the_busiest_minute_and_never_cold_starts() {
+    // Busiest minute: 10 × 1 s of work = 10 / 60 concurrent → ceil(0.17 / 2) = 1 replica, ready
+    // from the start; the burst is served one per second: waits 0 … 9 s.
+    let settings = format!("{BASE}\nconcurrency_target = 2\ntarget_utilization = 100");
+    let report = run(burst(), config(&settings), &[PolicyKind::FixedPeak]);
+    let r = report.total("fixed-peak").unwrap();
+    assert_eq!((r.cold_starts, r.peak_replicas), (0, 1));
+    assert_eq!((r.wait_ms.p50, r.wait_ms.max), (4_000.0, 9_000.0));
+}
+
+#[test]
+fn ttl_starts_one_replica_and_stops_it_a_ttl_after_the_last_request() {
+    // One replica for the burst, ready at 30 s, busy until 40 s, stopped 60 s (the TTL =
+    // scale_down_delay) later: 100 GPU-seconds.
+    let settings = format!("{BASE}\nconcurrency_target = 2\ntarget_utilization = 100");
+    let report = run(burst(), config(&settings), &[PolicyKind::Ttl]);
+    let r = report.total("ttl").unwrap();
+    assert_eq!((r.cold_starts, r.peak_replicas), (1, 1));
+    assert_eq!(r.gpu_seconds, 100.0);
+}
+
+#[test]
+fn requests_that_wait_past_max_wait_time_out_and_a_full_queue_refuses() {
+    let settings = format!("{BASE}\nconcurrency_target = 2\ntarget_utilization = 100\nqueue = {{ max_wait = \"10s\", max_waiting = 4 }}");
+    let report = run(burst(), config(&settings), &[PolicyKind::Infergate]);
+    let r = report.total("infergate").unwrap();
+    assert_eq!(
+        (r.refused, r.timed_out, r.served),
+        (6, 4, 0),
+        "4 held (then 10 s < 30 s cold start), 6 refused"
+    );
+}
