@@ -64,6 +64,9 @@ pub struct SimulateArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Add each deployment's desired replicas at every change to the JSON (`desired_timeline`).
+    #[arg(long)]
+    timeline: bool,
     /// Write replicas over time to this SVG.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -134,6 +137,7 @@ fn options(args: &SimulateArgs) -> Result<SimOptions, String> {
         return Err("--policies names no policy".into());
     }
     o.plot = args.plot.is_some();
+    o.timeline = args.timeline;
     Ok(o)
 }
 

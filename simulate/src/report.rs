@@ -61,6 +61,9 @@ pub struct RunResult {
     pub fallback_cost_usd: f64,
     /// Most replicas at once.
     pub peak_replicas: u32,
+    /// (seconds, desired replicas) at every change (`--timeline`; not in totals).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desired_timeline: Option<Vec<(f64, u32)>>,
 }
 
 fn round(v: f64, digits: i32) -> f64 {
@@ -103,6 +106,7 @@ fn result(
         },
         fallback_cost_usd: round(m.fallback_cost, 4),
         peak_replicas: m.peak_replicas,
+        desired_timeline: m.desired_timeline.clone(),
     }
 }
 

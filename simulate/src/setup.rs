@@ -43,6 +43,8 @@ pub struct SimOptions {
     pub policies: Vec<PolicyKind>,
     /// Keep replicas over time for a plot.
     pub plot: bool,
+    /// Record each deployment's desired replicas over time (`--timeline`).
+    pub timeline: bool,
     /// Settings replacing a deployment's own (the recommender's candidates), by name.
     pub overrides: HashMap<String, DeploymentConfig>,
 }
@@ -58,6 +60,7 @@ impl SimOptions {
             flags: ModelFlags::default(),
             policies: PolicyKind::ALL.to_vec(),
             plot: false,
+            timeline: false,
             overrides: HashMap::new(),
         }
     }
@@ -258,7 +261,7 @@ pub fn run_policy(
         let rng = rand::rngs::StdRng::seed_from_u64(
             seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
-        Ok(Deployment::new(
+        let mut d = Deployment::new(
             0,
             spec.model,
             c.queue.max_wait.get(),
@@ -266,7 +269,11 @@ pub fn run_policy(
             fallback_on_cold_start,
             scaler,
             rng,
-        ))
+        );
+        if options.timeline {
+            d.measured.desired_timeline = Some(vec![(0.0, 0)]);
+        }
+        Ok(d)
     };
     let result = engine::run_pass(
         reader.as_mut(),

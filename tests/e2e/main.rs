@@ -22,6 +22,7 @@ mod maintenance;
 mod queueing;
 mod readme;
 mod reload;
+mod simulate;
 mod small_fixes;
 mod tls;
 mod unavailable;

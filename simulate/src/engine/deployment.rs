@@ -14,6 +14,9 @@ use rand::rngs::StdRng;
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// Most desired-replica changes kept per deployment.
+const TIMELINE_CAP: usize = 100_000;
+
 /// A request waiting for a slot.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Waiting {
@@ -48,6 +51,8 @@ pub struct Measured {
     pub peak_replicas: u32,
     /// Replica-seconds by state.
     pub replica_seconds: ReplicaSeconds,
+    /// Changes of the policy's desired replicas: (seconds, desired), when asked for.
+    pub desired_timeline: Option<Vec<(f64, u32)>>,
     /// GPUs per replica (for GPU-seconds).
     pub gpus_per_replica: u32,
     /// Dollars per GPU-hour.
@@ -236,6 +241,12 @@ impl Deployment {
             self.arrivals,
             &self.replicas,
         );
+        if let Some(timeline) = &mut self.measured.desired_timeline {
+            let desired = self.scaler.desired(&view);
+            if timeline.last().is_none_or(|l| l.1 != desired) && timeline.len() < TIMELINE_CAP {
+                timeline.push((now.as_secs_f64(), desired));
+            }
+        }
         if let Some(at) = self.scaler.next_wakeup(now, &view) {
             // Never at `now` itself: a policy that is due now has just decided.
             let at = if at <= now {

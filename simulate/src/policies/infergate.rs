@@ -96,6 +96,10 @@ impl Scaler for Infergate {
         self.core.replica_stopped(index, now);
     }
 
+    fn desired(&self, _view: &View) -> u32 {
+        self.core.desired()
+    }
+
     fn next_wakeup(&self, now: Duration, _view: &View) -> Option<Duration> {
         self.core.next_wakeup(now)
     }

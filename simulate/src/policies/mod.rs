@@ -103,6 +103,10 @@ pub trait Scaler {
     fn replica_stopped(&mut self, _index: u64, _now: Duration) {}
     /// When to decide again without an event (`None`: only on the next event).
     fn next_wakeup(&self, now: Duration, view: &View) -> Option<Duration>;
+    /// Replicas the policy wants now (the live `desired` for infergate; by default what it has).
+    fn desired(&self, view: &View) -> u32 {
+        view.current()
+    }
     /// Replicas ready at time zero (pre-provisioned fleets).
     fn initial_replicas(&self) -> u32 {
         0
