@@ -470,7 +470,7 @@ fn print_event(e: &Value, as_json: bool) {
 
 fn print_status(list: &[Value]) {
     println!(
-        "{:<28} {:<11} {:>5} {:>7} {:>8} {:>9} {:>7} {:>4} {:>4}  NOTES",
+        "{:<28} {:<11} {:>5} {:>7} {:>8} {:>9} {:>7} {:>4} {:>4} {:>9} {:>8}  NOTES",
         "DEPLOYMENT",
         "SERVING",
         "READY",
@@ -480,6 +480,8 @@ fn print_status(list: &[Value]) {
         "WAITING",
         "MIN",
         "MAX",
+        "GPU-S",
+        "COST",
     );
     for d in list {
         let replicas = d["replicas"].as_array().cloned().unwrap_or_default();
@@ -494,8 +496,12 @@ fn print_status(list: &[Value]) {
         if let Some(reason) = d["decision"]["reason"].as_str() {
             notes.push(format!("last decision: {reason}"));
         }
+        let cost = match d["cost"]["cost_usd"].as_f64() {
+            Some(usd) => format!("${usd:.2}"),
+            None => "-".into(),
+        };
         println!(
-            "{:<28} {:<11} {:>5} {:>7} {:>8} {:>9} {:>7} {:>4} {:>4}  {}",
+            "{:<28} {:<11} {:>5} {:>7} {:>8} {:>9} {:>7} {:>4} {:>4} {:>9.0} {:>8}  {}",
             d["name"].as_str().unwrap_or_default(),
             d["serving"].as_str().unwrap_or_default(),
             count("ready"),
@@ -505,6 +511,8 @@ fn print_status(list: &[Value]) {
             d["waiting"].to_string(),
             d["settings"]["min_replicas"].to_string(),
             d["settings"]["max_replicas"].to_string(),
+            d["cost"]["gpu_seconds"].as_f64().unwrap_or_default(),
+            cost,
             notes.join(", ")
         );
     }

@@ -34,6 +34,19 @@ pub fn deployment_state(d: &crate::routing::DeploymentEntry) -> Value {
             "scale_up_latency_us": d.scale_up_latency.map(|l| l.as_micros() as u64),
         })
     });
+    let seconds = controller.replica_seconds();
+    let gpus = config.gpus_per_replica();
+    let cost = json!({
+        "replica_seconds": {
+            "starting": round3(seconds.starting),
+            "ready": round3(seconds.ready),
+            "draining": round3(seconds.draining),
+        },
+        "gpus_per_replica": gpus,
+        "gpu_seconds": round3(seconds.gpu_seconds(gpus)),
+        "gpu_hour_price": config.gpu_hour_price,
+        "cost_usd": config.gpu_hour_price.map(|p| round3(seconds.cost_usd(gpus, p))),
+    });
     json!({
         "name": d.name,
         "aliases": config.aliases,
@@ -56,6 +69,7 @@ pub fn deployment_state(d: &crate::routing::DeploymentEntry) -> Value {
         "replicas_started_total": stats.replicas_started.load(Ordering::Acquire),
         "replicas_failed_total": stats.replicas_failed.load(Ordering::Acquire),
         "replicas_stopped_total": stats.replicas_stopped.load(Ordering::Acquire),
+        "cost": cost,
         "settings": {
             "preset": config.preset,
             "min_replicas": config.effective_min_replicas(),
@@ -72,6 +86,10 @@ pub fn deployment_state(d: &crate::routing::DeploymentEntry) -> Value {
             "queue_max_waiting": config.queue.max_waiting,
         },
     })
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }
 
 /// What maintenance does to this deployment's requests.
