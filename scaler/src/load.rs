@@ -60,6 +60,42 @@ impl LoadHistory {
         }
     }
 
+    /// The first whole second after `now` at which the windowed average, with the load staying
+    /// at its latest value, falls to a level `wants(average)` below `current` — when a scale-down
+    /// countdown would start without any new observation. `None` if it never does within one
+    /// window (then the latest load itself keeps `current`).
+    pub fn first_drop_below(
+        &self,
+        now: Duration,
+        window: Duration,
+        current: u32,
+        wants: impl Fn(f64) -> u32,
+    ) -> Option<Duration> {
+        let last = self.samples.back()?;
+        if wants(last.load) >= current {
+            return None;
+        }
+        let last_second = last.at.as_secs();
+        let first = now.as_secs() + 1;
+        for second in first..=first + window.as_secs() + 1 {
+            let t = Duration::from_secs(second);
+            let start = t.saturating_sub(window);
+            let (mut sum, mut n) = (0.0, 0u32);
+            for s in self.samples.iter().filter(|s| s.at >= start) {
+                sum += s.load;
+                n += 1;
+            }
+            // Seconds after the last sample carry its load.
+            let carried = second.saturating_sub(last_second.max(start.as_secs().saturating_sub(1)));
+            sum += last.load * carried as f64;
+            n += carried as u32;
+            if n > 0 && wants(sum / f64::from(n)) < current {
+                return Some(t);
+            }
+        }
+        None
+    }
+
     /// The samples, oldest first.
     pub fn samples(&mut self) -> &[LoadSample] {
         self.samples.make_contiguous()

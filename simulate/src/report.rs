@@ -4,7 +4,6 @@
 use crate::engine::{Measured, PassResult, Series};
 use crate::policies::PolicyKind;
 use crate::setup::Plan;
-use crate::stats::Samples;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -78,7 +77,12 @@ fn result(
     gpu_seconds: f64,
     cost: f64,
 ) -> RunResult {
-    let q = |s: &Samples, p: f64| round(s.quantile(p), 1);
+    let [w50, w95, w99] = m
+        .wait
+        .clone()
+        .quantiles([0.5, 0.95, 0.99])
+        .map(|v| round(v, 1));
+    let [t50, t99] = m.ttft.clone().quantiles([0.5, 0.99]).map(|v| round(v, 1));
     RunResult {
         policy: policy.name(),
         deployment,
@@ -86,15 +90,12 @@ fn result(
         cost_usd: round(cost, 4),
         cold_starts: m.cold_starts,
         wait_ms: WaitMs {
-            p50: q(&m.wait, 0.5),
-            p95: q(&m.wait, 0.95),
-            p99: q(&m.wait, 0.99),
+            p50: w50,
+            p95: w95,
+            p99: w99,
             max: round(m.wait.max(), 1),
         },
-        ttft_ms: TtftMs {
-            p50: q(&m.ttft, 0.5),
-            p99: q(&m.ttft, 0.99),
-        },
+        ttft_ms: TtftMs { p50: t50, p99: t99 },
         served: m.served,
         timed_out: m.timed_out,
         refused: m.refused,

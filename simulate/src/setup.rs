@@ -163,13 +163,40 @@ pub fn spec_for(options: &SimOptions, name: &str) -> Result<Spec, SimError> {
     })
 }
 
-/// The shared plan: the tail, and the fixed fleet's size from a pass that sums each minute's
-/// offered work (service time alone on a replica) per deployment.
-pub fn plan(options: &SimOptions) -> Result<Plan, SimError> {
+/// How long after the last arrival the books stay open: long enough for every deployment's
+/// policy to wind down (scale_down_delay plus halving steps, hibernation, KEDA's cooldown). It
+/// depends on the settings only, so it is the same for every policy and needs no trace pass.
+fn tail_of(options: &SimOptions) -> Duration {
+    let mut configs: Vec<&DeploymentConfig> = match &options.config {
+        Some(c) => c.deployments.values().collect(),
+        None => Vec::new(),
+    };
+    let default = default_deployment();
+    if options.config.is_none() {
+        configs.push(&default);
+    }
+    configs.extend(options.overrides.values());
     let mut tail = Duration::from_secs(315); // KEDA's cooldown and one HPA sync
-    let mut specs: HashMap<String, Spec> = HashMap::new();
+    for c in configs {
+        let steps = f64::from(c.effective_max_replicas().max(1)).log2().ceil() as u32 + 2;
+        let mut t = c.scale_down_delay.get() + c.autoscaling_window.get() * steps;
+        if let Some(h) = &c.hibernation {
+            t = t.max(h.idle_after.get() + Duration::from_secs(1));
+        }
+        tail = tail.max(t);
+    }
+    tail
+}
+
+/// The shared plan: the tail, and — when `fixed-peak` runs — the fixed fleet's size from a pass
+/// that sums each minute's offered work (service time alone on a replica) per deployment.
+pub fn plan(options: &SimOptions) -> Result<Plan, SimError> {
+    let tail = tail_of(options);
     let mut peaks = HashMap::new();
-    let needs_peak = options.policies.contains(&PolicyKind::FixedPeak);
+    if !options.policies.contains(&PolicyKind::FixedPeak) {
+        return Ok(Plan { peaks, tail });
+    }
+    let mut specs: HashMap<String, Spec> = HashMap::new();
     let mut reader = trace::open(&options.trace, options.format, &options.trace_options)?;
     let mut names: HashMap<String, String> = HashMap::new();
     let mut minute_work: HashMap<String, (u64, f64, f64)> = HashMap::new(); // minute, seconds, peak
@@ -185,36 +212,26 @@ pub fn plan(options: &SimOptions) -> Result<Plan, SimError> {
             }
         };
         if !specs.contains_key(&name) {
-            let spec = spec_for(options, &name)?;
-            let c = &spec.config;
-            let steps = f64::from(c.effective_max_replicas().max(1)).log2().ceil() as u32 + 2;
-            let mut t = c.scale_down_delay.get() + c.autoscaling_window.get() * steps;
-            if let Some(h) = &c.hibernation {
-                t = t.max(h.idle_after.get() + Duration::from_secs(1));
-            }
-            tail = tail.max(t);
-            specs.insert(name.clone(), spec);
+            specs.insert(name.clone(), spec_for(options, &name)?);
         }
-        if needs_peak {
-            let spec = &specs[&name];
-            let work = a.service.unwrap_or_else(|| {
-                spec.model.prefill(a.input_tokens) + spec.model.decode(a.output_tokens, 1)
-            });
-            let minute = a.at.as_secs() / 60;
-            let e = minute_work
-                .entry(name.clone())
-                .or_insert((minute, 0.0, 0.0));
-            if e.0 != minute {
-                e.2 = e.2.max(e.1 / 60.0);
-                *e = (minute, 0.0, e.2);
-            }
-            e.1 += work.as_secs_f64();
-            let peak_concurrency = e.2.max(e.1 / 60.0);
-            let per = policies_per_replica(&spec.config);
-            let n = ((peak_concurrency / per).ceil() as u32)
-                .clamp(1, spec.config.effective_max_replicas().max(1));
-            peaks.insert(name, n);
+        let spec = &specs[&name];
+        let work = a.service.unwrap_or_else(|| {
+            spec.model.prefill(a.input_tokens) + spec.model.decode(a.output_tokens, 1)
+        });
+        let minute = a.at.as_secs() / 60;
+        let e = minute_work
+            .entry(name.clone())
+            .or_insert((minute, 0.0, 0.0));
+        if e.0 != minute {
+            e.2 = e.2.max(e.1 / 60.0);
+            *e = (minute, 0.0, e.2);
         }
+        e.1 += work.as_secs_f64();
+        let peak_concurrency = e.2.max(e.1 / 60.0);
+        let per = policies_per_replica(&spec.config);
+        let n = ((peak_concurrency / per).ceil() as u32)
+            .clamp(1, spec.config.effective_max_replicas().max(1));
+        peaks.insert(name, n);
     }
     Ok(Plan { peaks, tail })
 }

@@ -83,6 +83,14 @@ impl Samples {
         self.max
     }
 
+    /// Several quantiles at once (one sort of the exact samples).
+    pub fn quantiles<const N: usize>(&mut self, ps: [f64; N]) -> [f64; N] {
+        if self.buckets.is_empty() {
+            self.exact.sort_by(f64::total_cmp);
+        }
+        ps.map(|p| self.quantile(p))
+    }
+
     /// The `p`-quantile (0–1) by nearest rank; 0 without samples.
     pub fn quantile(&self, p: f64) -> f64 {
         if self.count == 0 {
@@ -90,6 +98,9 @@ impl Samples {
         }
         let rank = ((p * self.count as f64).ceil() as u64).clamp(1, self.count);
         if self.buckets.is_empty() {
+            if self.exact.is_sorted_by(|a, b| a <= b) {
+                return self.exact[rank as usize - 1];
+            }
             let mut sorted = self.exact.clone();
             sorted.sort_by(f64::total_cmp);
             return sorted[rank as usize - 1];

@@ -336,25 +336,40 @@ fn bad_input_gets_a_clear_error_and_exit_code_2() {
 async fn the_live_proxy_counts_gpu_seconds_and_dollars_with_the_simulators_accounting() {
     // Two GPUs per replica at $3.60 per GPU-hour: $0.002 per replica-second.
     let settings = "min_replicas = 1\nmax_replicas = 1\ngpu_hour_price = 3.6\nhealth = { interval = \"50ms\" }";
-    let table = sim_deployment("costed", settings, "--cold-start 1s")
-        .replace("type = \"process\"", "type = \"process\"\ngpus = [\"0\", \"1\"]\ngpus_per_replica = 2");
+    let table = sim_deployment("costed", settings, "--cold-start 1s").replace(
+        "type = \"process\"",
+        "type = \"process\"\ngpus = [\"0\", \"1\"]\ngpus_per_replica = 2",
+    );
     let proxy = Proxy::start(&table);
     proxy.wait_ready("costed", 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let state = proxy.state("costed").await;
     let cost = &state["cost"];
     let seconds = &cost["replica_seconds"];
-    let (starting, ready) = (seconds["starting"].as_f64().unwrap(), seconds["ready"].as_f64().unwrap());
-    assert!((1.0..3.0).contains(&starting), "the 1 s cold start is costed as starting: {cost}");
+    let (starting, ready) = (
+        seconds["starting"].as_f64().unwrap(),
+        seconds["ready"].as_f64().unwrap(),
+    );
+    assert!(
+        (1.0..3.0).contains(&starting),
+        "the 1 s cold start is costed as starting: {cost}"
+    );
     assert!(ready >= 2.0, "ready since: {cost}");
     assert_eq!(cost["gpus_per_replica"], 2);
     let gpu_seconds = cost["gpu_seconds"].as_f64().unwrap();
-    assert!((gpu_seconds - 2.0 * (starting + ready)).abs() < 0.01, "{cost}");
-    assert!((cost["cost_usd"].as_f64().unwrap() - gpu_seconds / 1000.0).abs() < 0.001, "{cost}");
+    assert!(
+        (gpu_seconds - 2.0 * (starting + ready)).abs() < 0.01,
+        "{cost}"
+    );
+    assert!(
+        (cost["cost_usd"].as_f64().unwrap() - gpu_seconds / 1000.0).abs() < 0.001,
+        "{cost}"
+    );
 
     let metrics = proxy.metrics().await;
     let exported = |state: &str| -> f64 {
-        let key = format!("infergate_replica_seconds_total{{deployment=\"costed\",state=\"{state}\"}} ");
+        let key =
+            format!("infergate_replica_seconds_total{{deployment=\"costed\",state=\"{state}\"}} ");
         metrics
             .lines()
             .find_map(|l| l.strip_prefix(&key))
@@ -367,7 +382,10 @@ async fn the_live_proxy_counts_gpu_seconds_and_dollars_with_the_simulators_accou
 
     let out = crate::control_plane::cli(&proxy, &["status"]);
     let table = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(table.lines().next().unwrap().contains("GPU-S") && table.contains("COST"), "{table}");
+    assert!(
+        table.lines().next().unwrap().contains("GPU-S") && table.contains("COST"),
+        "{table}"
+    );
     let row = table.lines().find(|l| l.starts_with("costed")).unwrap();
     assert!(row.contains(" $0.0"), "a cost column in dollars: {table}");
 }

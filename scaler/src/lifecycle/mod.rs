@@ -362,9 +362,25 @@ impl LifecycleCore {
     pub fn next_wakeup(&self, now: Duration) -> Option<Duration> {
         let s = &self.settings;
         let mut due: Option<Duration> = None;
-        let mut at = |t: Duration| due = Some(due.map_or(t, |d: Duration| d.min(t)));
-        if !self.history.settled() {
-            at(Duration::from_secs(now.as_secs() + 1));
+        // Timers already past were acted on by the decision just taken (a countdown whose delay is
+        // over now waits for the next step, not for its own end again).
+        let mut at = |t: Duration| {
+            if t > now {
+                due = Some(due.map_or(t, |d: Duration| d.min(t)));
+            }
+        };
+        let current = self.counts().current();
+        if self.memory.below_since.is_none() && current > 0 {
+            // The window moving is the only thing that can start a countdown by itself.
+            let policy = &s.policy;
+            if let Some(t) =
+                self.history
+                    .first_drop_below(now, policy.autoscaling_window, current, |avg| {
+                        policy.replicas_for(avg)
+                    })
+            {
+                at(t);
+            }
         }
         if let Some(since) = self.memory.below_since {
             at(since + s.policy.scale_down_delay);
@@ -387,7 +403,7 @@ impl LifecycleCore {
         {
             at(t);
         }
-        due.map(|d| d.max(now))
+        due
     }
 
     /// Starting (asked for, not ready) and ready replicas.

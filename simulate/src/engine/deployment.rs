@@ -74,6 +74,8 @@ pub(crate) struct Deployment {
     pub external: u32,
     pub arrivals: u64,
     pub wake_at: Option<Duration>,
+    /// The queue head's timeout event, when one is scheduled (one at a time, not one per request).
+    timeout_at: Option<Duration>,
     pub measured: Measured,
     pub rng: StdRng,
     actions: Vec<Action>,
@@ -104,6 +106,7 @@ impl Deployment {
             external: 0,
             arrivals: 0,
             wake_at: None,
+            timeout_at: None,
             measured: Measured::default(),
             rng,
             actions: Vec::new(),
@@ -131,7 +134,7 @@ impl Deployment {
             self.measured.refused += 1;
         } else {
             self.queue.push_back(w);
-            events.push(now + self.max_wait, Event::Timeout { dep: self.id });
+            self.schedule_timeout(events);
         }
         self.settle(now, events);
     }
@@ -191,6 +194,10 @@ impl Deployment {
 
     /// Requests at the head of the queue that waited too long.
     pub fn expire(&mut self, now: Duration, events: &mut EventQueue) {
+        if self.timeout_at == Some(now) {
+            self.timeout_at = None;
+        }
+        let before = self.measured.timed_out;
         while self
             .queue
             .front()
@@ -199,7 +206,23 @@ impl Deployment {
             self.queue.pop_front();
             self.measured.timed_out += 1;
         }
-        self.settle(now, events);
+        self.schedule_timeout(events);
+        if self.measured.timed_out != before {
+            self.settle(now, events);
+        }
+    }
+
+    /// Makes sure a timeout event is due at the queue head's deadline (or earlier: an event for
+    /// a head already served finds nothing to expire and schedules the next).
+    fn schedule_timeout(&mut self, events: &mut EventQueue) {
+        if self.timeout_at.is_some() {
+            return;
+        }
+        if let Some(head) = self.queue.front() {
+            let at = head.arrived + self.max_wait;
+            self.timeout_at = Some(at);
+            events.push(at, Event::Timeout { dep: self.id });
+        }
     }
 
     /// The policy's wake-up.

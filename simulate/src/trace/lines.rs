@@ -160,7 +160,16 @@ impl LineTrace {
                 r.output_tokens,
             ));
         }
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        // Up to 16 columns on the stack: no allocation per line.
+        let mut fields = [""; 16];
+        let mut count = 0;
+        for field in line.split(',') {
+            if count < fields.len() {
+                fields[count] = field.trim();
+            }
+            count += 1;
+        }
+        let fields = &fields[..count.min(16)];
         let get = |i: usize, what: &str| {
             fields
                 .get(i)
