@@ -64,7 +64,7 @@ pub struct ReplicaModel {
     pub decode_tps: f64,
     /// How much each extra request in flight slows every request's decode (0 = none).
     pub batching_slowdown: f64,
-    /// Requests one replica serves at once.
+    /// Requests one replica serves at once (0 = unlimited, as in the live pool).
     pub replica_concurrency: u32,
     /// GPUs each replica holds.
     pub gpus_per_replica: u32,

@@ -135,7 +135,7 @@ pub fn recommend(options: &SimOptions, max_p99_wait: Duration) -> Result<Recomme
     for _round in 0..2 {
         let c = at.concurrency_target.max(1);
         let dims: Vec<Vec<Candidate>> = vec![
-            [0, 1, 2]
+            [0, 1, 2, 3, 4, 6]
                 .map(|v| Candidate {
                     min_replicas: v,
                     ..at
@@ -173,23 +173,32 @@ pub fn recommend(options: &SimOptions, max_p99_wait: Duration) -> Result<Recomme
                 .to_vec(),
         ];
         for dim in dims {
+            // Until a setting meets the target, move towards the lowest p99 wait; then only
+            // cheaper settings that meet it are taken.
+            let mut closest: Option<(Candidate, f64)> = None;
             for cand in dim {
                 if cand == at && best.as_ref().is_some_and(|b| b.0 == at) {
                     continue;
                 }
                 let r = evaluate(&cand)?;
-                if meets(&r, max_p99_wait)
+                let feasible = meets(&r, max_p99_wait);
+                if feasible
                     && best
                         .as_ref()
                         .is_none_or(|b| r.gpu_seconds < b.1.gpu_seconds)
                 {
-                    best = Some((cand, r));
-                    at = cand;
+                    best = Some((cand, r.clone()));
+                }
+                let wait = r.wait_ms.p99 + 1e9 * (r.timed_out + r.refused) as f64;
+                if closest.is_none_or(|c| wait < c.1) {
+                    closest = Some((cand, wait));
                 }
             }
-            if let Some(b) = &best {
-                at = b.0;
-            }
+            at = match (&best, closest) {
+                (Some(b), _) => b.0,
+                (None, Some(c)) => c.0,
+                (None, None) => at,
+            };
         }
     }
     Ok(Recommendation {

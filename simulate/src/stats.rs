@@ -11,7 +11,7 @@ pub struct Samples {
 }
 
 /// Samples kept exactly before switching to the histogram.
-const EXACT_LIMIT: usize = 100_000;
+const EXACT_LIMIT: usize = 4_096;
 /// Bucket width: values within 1 % share a bucket.
 const GROWTH: f64 = 1.01;
 

@@ -118,3 +118,23 @@ fn requests_that_wait_past_max_wait_time_out_and_a_full_queue_refuses() {
         "4 held (then 10 s < 30 s cold start), 6 refused"
     );
 }
+
+#[test]
+fn a_floor_above_zero_is_already_running_when_the_trace_starts() {
+    // min_replicas = 1: the deployment was up before the trace, so the first request waits for
+    // nothing and no replica is started; the floor is charged for the whole replay.
+    let settings = "min_replicas = 1\nmax_replicas = 10\nautoscaling_window = \"10s\"\nscale_down_delay = \"60s\"\nreplica_concurrency = 1\nconcurrency_target = 1\ntarget_utilization = 100";
+    let report = run(
+        jsonl(&[(0.0, 0, 100)]),
+        config(settings),
+        &[PolicyKind::Infergate, PolicyKind::Knative],
+    );
+    let r = report.total("infergate").unwrap();
+    assert_eq!((r.cold_starts, r.wait_ms.max, r.peak_replicas), (0, 0.0, 1));
+    // Books close 315 s after the last arrival (KEDA's cooldown + one HPA sync dominate this
+    // config's own wind-down of 60 s + 10 s × 6).
+    assert_eq!(r.gpu_seconds, 315.0);
+    // Knative's pod is up too (no wait), but its own 70 % target asks for a second for load 1.
+    let k = report.total("knative").unwrap();
+    assert_eq!((k.cold_starts, k.wait_ms.max, k.peak_replicas), (1, 0.0, 2));
+}

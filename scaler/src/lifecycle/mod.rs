@@ -191,6 +191,24 @@ impl LifecycleCore {
         Self::with_memory(name, settings, PolicyMemory::default())
     }
 
+    /// A deployment already running with `ready` replicas (numbered 0..ready) at time zero: a
+    /// replay of a trace for a deployment whose floor is above zero.
+    pub fn running_with_ready(name: &str, settings: CoreSettings, ready: u32) -> Self {
+        let mut core = Self::running(name, settings);
+        for index in 0..u64::from(ready) {
+            core.replicas.push(Tracked {
+                index,
+                state: ReplicaState::Ready,
+                asked_at: Duration::ZERO,
+                launched: true,
+            });
+        }
+        core.next_index = u64::from(ready);
+        core.desired = ready;
+        core.account(Duration::ZERO);
+        core
+    }
+
     fn with_memory(name: &str, settings: CoreSettings, memory: PolicyMemory) -> Self {
         LifecycleCore {
             name: name.to_string(),

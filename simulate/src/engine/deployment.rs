@@ -111,9 +111,9 @@ impl Deployment {
             rng,
             actions: Vec::new(),
         };
-        for index in 0..u64::from(d.scaler.initial_replicas()) {
+        for index in d.scaler.initial_replicas() {
             d.replicas.push(SimReplica {
-                index: u64::MAX - index,
+                index,
                 state: ReplicaState::Ready,
                 in_flight: 0,
                 local_queue: 0,
@@ -339,7 +339,11 @@ impl Deployment {
 
     fn dispatch(&mut self, now: Duration, events: &mut EventQueue) {
         let pin = self.scaler.releases_to_first_ready();
-        let slots = self.model.replica_concurrency.max(1);
+        // 0 = unlimited, as in the live pool.
+        let slots = match self.model.replica_concurrency {
+            0 => u32::MAX,
+            n => n,
+        };
         while !self.queue.is_empty() {
             let best = self
                 .replicas

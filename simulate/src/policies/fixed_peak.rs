@@ -26,7 +26,7 @@ impl Scaler for FixedPeak {
         None
     }
 
-    fn initial_replicas(&self) -> u32 {
-        self.replicas
+    fn initial_replicas(&self) -> Vec<u64> {
+        (0..u64::from(self.replicas)).collect()
     }
 }

@@ -49,7 +49,7 @@ impl HybridHistogram {
             idle_since: None,
             windows: None,
             recent: VecDeque::new(),
-            next_index: 0,
+            next_index: u64::from(config.effective_min_replicas()),
         }
     }
 
@@ -91,6 +91,25 @@ impl HybridHistogram {
 impl Scaler for HybridHistogram {
     fn tick(&mut self, now: Duration, view: &View, out: &mut Vec<Action>) {
         let load = view.concurrency();
+        let want = if load > 0.0 {
+            ((load / self.per_replica).ceil() as u32).clamp(1, self.max)
+        } else {
+            0
+        };
+        // Sliding-window maximum of the last minute (a monotonic deque: O(1) per tick), so
+        // replicas follow the load up at once and down a minute later, busy or idle.
+        while self.recent.back().is_some_and(|(_, w)| *w <= want) {
+            self.recent.pop_back();
+        }
+        self.recent.push_back((now, want));
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.saturating_sub(*t) > SCALE_DOWN_AFTER)
+        {
+            self.recent.pop_front();
+        }
+        let recent_max = self.recent.front().map_or(want, |r| r.1);
         if load > 0.0 {
             if let Some(since) = self.idle_since.take() {
                 let idle = now.saturating_sub(since);
@@ -101,21 +120,7 @@ impl Scaler for HybridHistogram {
                 }
                 self.windows = None;
             }
-            let want = ((load / self.per_replica).ceil() as u32).clamp(1, self.max);
-            // Sliding-window maximum of the last minute (a monotonic deque: O(1) per tick).
-            while self.recent.back().is_some_and(|(_, w)| *w <= want) {
-                self.recent.pop_back();
-            }
-            self.recent.push_back((now, want));
-            while self
-                .recent
-                .front()
-                .is_some_and(|(t, _)| now.saturating_sub(*t) > SCALE_DOWN_AFTER)
-            {
-                self.recent.pop_front();
-            }
-            let desired = self.recent.front().map_or(want, |r| r.1).max(self.min);
-            converge(desired, view, &mut self.next_index, out);
+            converge(recent_max.max(self.min), view, &mut self.next_index, out);
             return;
         }
         let since = *self.idle_since.get_or_insert(now);
@@ -128,29 +133,39 @@ impl Scaler for HybridHistogram {
                 w
             }
         };
-        self.recent.clear();
-        let warm = if prewarm_at > since {
-            now >= prewarm_at && now < until
+        let desired = if prewarm_at > since {
+            // A pre-warm window: unloaded right after the work, loaded again at the pre-warm
+            // time, kept until the keep-alive ends.
+            u32::from(now >= prewarm_at && now < until)
+        } else if now < until {
+            recent_max.max(1)
         } else {
-            now < until
+            0
         };
-        converge(
-            u32::from(warm).max(self.min),
-            view,
-            &mut self.next_index,
-            out,
-        );
+        converge(desired.max(self.min), view, &mut self.next_index, out);
+    }
+
+    fn initial_replicas(&self) -> Vec<u64> {
+        (0..u64::from(self.min)).collect()
     }
 
     fn next_wakeup(&self, now: Duration, view: &View) -> Option<Duration> {
-        if view.concurrency() > 0.0 {
-            return self
-                .recent
-                .front()
-                .map(|(t, _)| (*t + SCALE_DOWN_AFTER).max(now));
+        // The last minute's maximum falls when its front expires; the windows open and close.
+        let mut due = self.recent.front().map(|(t, _)| *t + SCALE_DOWN_AFTER);
+        if view.concurrency() == 0.0 {
+            if let Some((prewarm_at, until)) = self.windows {
+                for t in [prewarm_at, until] {
+                    if t > now {
+                        due = Some(due.map_or(t, |d| d.min(t)));
+                    }
+                }
+            }
         }
-        let (prewarm_at, until) = self.windows?;
-        [prewarm_at, until].into_iter().find(|t| *t > now)
+        due.filter(|t| *t > now).or_else(|| {
+            // Past the minute: nothing changes until the windows or a request.
+            self.windows
+                .and_then(|(p, u)| [p, u].into_iter().find(|t| *t > now))
+        })
     }
 }
 

@@ -12,15 +12,21 @@ use std::time::Duration;
 pub struct Infergate {
     core: LifecycleCore,
     metric: Metric,
+    floor: u32,
     replica_concurrency: f64,
     commands: Vec<Command>,
 }
 
 impl Infergate {
-    /// The core of an already running deployment (no first-deploy replica at time zero).
+    /// The core of an already running deployment: its `min_replicas` are ready at time zero
+    /// (no first-deploy replica).
     pub fn new(name: &str, config: &DeploymentConfig) -> Self {
+        let floor = config
+            .effective_min_replicas()
+            .min(config.effective_max_replicas());
         Infergate {
-            core: LifecycleCore::running(name, CoreSettings::from_config(config)),
+            core: LifecycleCore::running_with_ready(name, CoreSettings::from_config(config), floor),
+            floor,
             metric: config.metric,
             replica_concurrency: f64::from(config.replica_concurrency.max(1)),
             commands: Vec::new(),
@@ -94,6 +100,10 @@ impl Scaler for Infergate {
 
     fn replica_stopped(&mut self, index: u64, now: Duration) {
         self.core.replica_stopped(index, now);
+    }
+
+    fn initial_replicas(&self) -> Vec<u64> {
+        (0..u64::from(self.floor)).collect()
     }
 
     fn desired(&self, _view: &View) -> u32 {

@@ -38,7 +38,7 @@ impl KedaHttp {
             last_sync: None,
             last_active: None,
             recommendations: VecDeque::new(),
-            next_index: 0,
+            next_index: u64::from(config.effective_min_replicas()),
         }
     }
 
@@ -98,6 +98,10 @@ impl Scaler for KedaHttp {
             let desired = self.hpa(now, pending, current);
             converge(desired, view, &mut self.next_index, out);
         }
+    }
+
+    fn initial_replicas(&self) -> Vec<u64> {
+        (0..u64::from(self.min)).collect()
     }
 
     fn next_wakeup(&self, now: Duration, view: &View) -> Option<Duration> {

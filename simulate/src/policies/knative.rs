@@ -46,7 +46,7 @@ impl Knative {
             max_panic_pods: 0,
             zero_since: None,
             last_tick: None,
-            next_index: 0,
+            next_index: u64::from(config.effective_min_replicas()),
         }
     }
 
@@ -113,6 +113,10 @@ impl Scaler for Knative {
             self.zero_since = None;
         }
         converge(desired, view, &mut self.next_index, out);
+    }
+
+    fn initial_replicas(&self) -> Vec<u64> {
+        (0..u64::from(self.min)).collect()
     }
 
     fn next_wakeup(&self, now: Duration, view: &View) -> Option<Duration> {

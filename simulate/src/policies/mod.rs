@@ -107,9 +107,10 @@ pub trait Scaler {
     fn desired(&self, view: &View) -> u32 {
         view.current()
     }
-    /// Replicas ready at time zero (pre-provisioned fleets).
-    fn initial_replicas(&self) -> u32 {
-        0
+    /// Replicas ready at time zero, by index (a fixed fleet, or a deployment's floor: it was
+    /// running before the trace began).
+    fn initial_replicas(&self) -> Vec<u64> {
+        Vec::new()
     }
     /// Whether waiting requests are handed to the first ready replica at once, regardless of
     /// its free slots (an interceptor that does not know replica capacity).
