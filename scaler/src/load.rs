@@ -76,21 +76,48 @@ impl LoadHistory {
             return None;
         }
         let last_second = last.at.as_secs();
-        let first = now.as_secs() + 1;
-        for second in first..=first + window.as_secs() + 1 {
-            let t = Duration::from_secs(second);
-            let start = t.saturating_sub(window);
-            let (mut sum, mut n) = (0.0, 0u32);
+        // Seconds after the last sample (all of the future) carry its load.
+        let carried = |second: u64, start: Duration| {
+            second.saturating_sub(last_second.max(start.as_secs().saturating_sub(1)))
+        };
+        let exact = |second: u64| {
+            let start = Duration::from_secs(second).saturating_sub(window);
+            let (mut sum, mut n) = (0.0, 0u64);
             for s in self.samples.iter().filter(|s| s.at >= start) {
                 sum += s.load;
                 n += 1;
             }
-            // Seconds after the last sample carry its load.
-            let carried = second.saturating_sub(last_second.max(start.as_secs().saturating_sub(1)));
-            sum += last.load * carried as f64;
-            n += carried as u32;
-            if n > 0 && wants(sum / f64::from(n)) < current {
-                return Some(t);
+            let c = carried(second, start);
+            (sum + last.load * c as f64, n + c)
+        };
+        // One pass: a sliding sum of the samples still in the window finds the candidate
+        // second; the exact sum (what the policy will compute then) confirms it.
+        let first = now.as_secs() + 1;
+        let (mut sum, mut n, mut dropped) = (0.0, 0u64, 0usize);
+        let first_start = Duration::from_secs(first).saturating_sub(window);
+        for s in self.samples.iter() {
+            if s.at >= first_start {
+                sum += s.load;
+                n += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+        for second in first..=first + window.as_secs() + 1 {
+            let start = Duration::from_secs(second).saturating_sub(window);
+            while let Some(s) = self.samples.get(dropped).filter(|s| s.at < start) {
+                sum -= s.load;
+                n -= 1;
+                dropped += 1;
+            }
+            let c = carried(second, start);
+            let total = n + c;
+            let average = (sum + last.load * c as f64) / total.max(1) as f64;
+            if total > 0 && wants(average * (1.0 - 1e-12)) < current {
+                let (es, en) = exact(second);
+                if en > 0 && wants(es / en as f64) < current {
+                    return Some(Duration::from_secs(second));
+                }
             }
         }
         None

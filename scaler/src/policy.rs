@@ -184,15 +184,15 @@ pub struct Decision {
 
 /// Average of the samples taken within the window ending at `now` (0 without samples).
 pub fn windowed_average(history: &[LoadSample], window: Duration, now: Duration) -> f64 {
+    // Samples are oldest first: find the window's ends by binary search, then sum the slice.
     let start = now.saturating_sub(window);
-    let (sum, n) = history
-        .iter()
-        .filter(|s| s.at >= start && s.at <= now)
-        .fold((0.0, 0u32), |(sum, n), s| (sum + s.load, n + 1));
-    if n == 0 {
+    let from = history.partition_point(|s| s.at < start);
+    let to = history.partition_point(|s| s.at <= now);
+    let in_window = &history[from..to.max(from)];
+    if in_window.is_empty() {
         0.0
     } else {
-        sum / f64::from(n)
+        in_window.iter().map(|s| s.load).sum::<f64>() / in_window.len() as f64
     }
 }
 

@@ -307,6 +307,14 @@ impl LifecycleCore {
         }
     }
 
+    /// Records the load at `now` without deciding — what the live controller sees between two
+    /// decision rounds (it decides on demand and every 200 ms, not on each request's end). The
+    /// next [`LifecycleCore::tick`] decides on it; [`LifecycleCore::next_wakeup`] accounts for it.
+    pub fn observe(&mut self, now: Duration, load: f64) {
+        let keep = self.settings.policy.autoscaling_window + Duration::from_secs(1);
+        self.history.record(now, load, keep);
+    }
+
     fn ask_for_replica(&mut self, now: Duration, out: &mut Vec<Command>) {
         let index = self.next_index;
         self.next_index += 1;

@@ -14,6 +14,15 @@ use rand::rngs::StdRng;
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// What an event asks of the policy.
+#[derive(Clone, Copy)]
+enum Round {
+    /// A decision round (arrivals, readiness, timeouts, wake-ups).
+    Decide,
+    /// Only the new load (a request ended).
+    Observe,
+}
+
 /// Most desired-replica changes kept per deployment.
 const TIMELINE_CAP: usize = 100_000;
 
@@ -157,7 +166,7 @@ impl Deployment {
     /// The fallback finished a request.
     pub fn external_done(&mut self, now: Duration, events: &mut EventQueue) {
         self.external = self.external.saturating_sub(1);
-        self.settle(now, events);
+        self.settle_as(now, events, Round::Observe);
     }
 
     /// A request on replica `index` finished.
@@ -176,7 +185,7 @@ impl Deployment {
                 self.stop(now, i);
             }
         }
-        self.settle(now, events);
+        self.settle_as(now, events, Round::Observe);
     }
 
     /// Replica `index` finished its cold start.
@@ -231,8 +240,13 @@ impl Deployment {
         self.settle(now, events);
     }
 
-    /// After any event: dispatch, decide, carry out, dispatch again, account, plan the wake-up.
+    /// After any event: dispatch, decide (or observe), carry out, dispatch again, account, plan
+    /// the wake-up.
     fn settle(&mut self, now: Duration, events: &mut EventQueue) {
+        self.settle_as(now, events, Round::Decide);
+    }
+
+    fn settle_as(&mut self, now: Duration, events: &mut EventQueue, round: Round) {
         self.dispatch(now, events);
         let mut actions = std::mem::take(&mut self.actions);
         let view = view_of(
@@ -242,7 +256,10 @@ impl Deployment {
             self.arrivals,
             &self.replicas,
         );
-        self.scaler.tick(now, &view, &mut actions);
+        match round {
+            Round::Decide => self.scaler.tick(now, &view, &mut actions),
+            Round::Observe => self.scaler.observe(now, &view, &mut actions),
+        }
         let acted = !actions.is_empty();
         for action in actions.drain(..) {
             self.act(now, action, events);

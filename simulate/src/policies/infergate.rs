@@ -93,6 +93,11 @@ impl Scaler for Infergate {
         }
     }
 
+    fn observe(&mut self, now: Duration, view: &View, _out: &mut Vec<Action>) {
+        let load = self.load(view);
+        self.core.observe(now, load);
+    }
+
     fn replica_ready(&mut self, index: u64, now: Duration) {
         self.commands.clear();
         self.core.replica_ready(index, now, &mut self.commands);

@@ -97,6 +97,11 @@ pub enum Action {
 pub trait Scaler {
     /// A decision round at `now`.
     fn tick(&mut self, now: Duration, view: &View, out: &mut Vec<Action>);
+    /// A request ended: the load fell. By default a decision round; a policy that, like the
+    /// live controller, decides on its own clock records the load only.
+    fn observe(&mut self, now: Duration, view: &View, out: &mut Vec<Action>) {
+        self.tick(now, view, out);
+    }
     /// Replica `index` became ready.
     fn replica_ready(&mut self, _index: u64, _now: Duration) {}
     /// Replica `index` is gone.

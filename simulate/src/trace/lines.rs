@@ -19,6 +19,8 @@ pub struct LineTrace {
     names: Vec<String>,
     index: HashMap<String, usize>,
     last: Option<Duration>,
+    /// Index of `--deployment` once seen (rows without a model: no lookup per line).
+    default_index: Option<usize>,
     /// Azure LLM: the first timestamp — times are relative to it.
     origin: Option<Duration>,
 }
@@ -62,6 +64,7 @@ impl LineTrace {
             names: Vec::new(),
             index: HashMap::new(),
             last: None,
+            default_index: None,
             origin: None,
         };
         if format != Format::Jsonl {
@@ -135,6 +138,11 @@ impl LineTrace {
     }
 
     fn deployment_index(&mut self, model: Option<&str>) -> usize {
+        if model.is_none_or(str::is_empty) {
+            if let Some(i) = self.default_index {
+                return i;
+            }
+        }
         let name = model
             .filter(|m| !m.is_empty())
             .unwrap_or(&self.options.deployment);
@@ -142,6 +150,9 @@ impl LineTrace {
             return i;
         }
         let i = self.names.len();
+        if name == self.options.deployment {
+            self.default_index = Some(i);
+        }
         self.names.push(name.to_string());
         self.index.insert(name.to_string(), i);
         i
@@ -229,7 +240,7 @@ pub(crate) fn parse_timestamp(s: &str) -> Option<Duration> {
         d.next()?.parse().ok()?,
         d.next()?.parse().ok()?,
     );
-    let time = time.trim_end_matches("+00:00");
+    let time = time.strip_suffix("+00:00").unwrap_or(time);
     let mut t = time.split(':');
     let (hh, mm): (u64, u64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
     let seconds = t.next()?;
@@ -238,11 +249,11 @@ pub(crate) fn parse_timestamp(s: &str) -> Option<Duration> {
     if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let nanos: u32 = if fraction.is_empty() {
-        0
-    } else {
-        format!("{fraction:0<9}").parse().ok()?
-    };
+    // Right-pad to nanoseconds without formatting: "68059" → 680590000.
+    let nanos = fraction
+        .bytes()
+        .fold(0u32, |n, b| n * 10 + u32::from(b - b'0'))
+        * 10u32.pow(9 - fraction.len() as u32);
     if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
