@@ -294,7 +294,10 @@ impl Deployment {
             } else {
                 at
             };
-            if self.wake_at != Some(at) {
+            // One pending wake-up, the earliest: a later one is planned when it fires (waking
+            // early only costs a decision round); pushing every re-planned time would fill the
+            // heap with stale entries.
+            if self.wake_at.is_none_or(|pending| at < pending) {
                 self.wake_at = Some(at);
                 events.push(at, Event::Wake { dep: self.id });
             }
