@@ -14,17 +14,19 @@
 //! failed starts, and the replica-seconds accounting ([`accounting`]).
 
 pub mod accounting;
+mod interface;
 mod replica_events;
 mod transitions;
+mod wakeup;
 
 use crate::events::{EventKind, Numbers};
 use crate::hibernation::{HibernationMemory, HibernationSettings, Serving};
 use crate::load::LoadHistory;
 use crate::policy::{self, PolicyMemory, ReplicaCounts, Settings};
-use crate::pool::Unavailable;
 use crate::replica::ReplicaState;
 use crate::scale_down::{choose_replicas_to_stop, Candidate};
 use accounting::{ReplicaSeconds, StateCounts};
+pub use interface::{Command, Decided, Failure, Observation};
 use std::time::Duration;
 
 /// First back-off after a failed replica; doubles per consecutive failure.
@@ -57,95 +59,6 @@ impl CoreSettings {
             startup_failures_to_give_up: c.startup_failures_to_give_up,
         }
     }
-}
-
-/// What the caller must do, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    /// Launch replica number `index` (check [`LifecycleCore::wants_launch`] just before).
-    Start {
-        /// Launch number within the deployment; the replica's id is `<deployment>-<index>`.
-        index: u64,
-    },
-    /// Send replica `index` no new requests; stop it once idle (or after the drain timeout) and
-    /// report [`LifecycleCore::replica_stopped`].
-    Drain {
-        /// Which replica.
-        index: u64,
-    },
-    /// Replica `index` missed its startup deadline: stop it (the failure is already counted).
-    Fail {
-        /// Which replica.
-        index: u64,
-        /// Why, for its `replica_failed` event.
-        why: String,
-        /// The back-off that follows.
-        failure: Failure,
-    },
-    /// The serving state changed (the data plane reads it on every request).
-    Serving {
-        /// Previous state.
-        from: Serving,
-        /// New state.
-        to: Serving,
-        /// Why.
-        reason: &'static str,
-    },
-    /// Nothing can answer: waiting requests get 503 at once.
-    Unavailable(Unavailable),
-    /// Requests may wait again; `ready` names the replica that made it so, if one did.
-    Available {
-        /// The replica that became ready, or `None` when no replica is wanted any more.
-        ready: Option<u64>,
-    },
-    /// Record an event in the deployment's log.
-    Event {
-        /// What happened.
-        kind: EventKind,
-        /// Who did it (`autoscaler`, `api`, `backend`).
-        component: &'static str,
-        /// One line for people.
-        message: String,
-        /// The numbers behind it.
-        numbers: Numbers,
-    },
-}
-
-/// A counted failure and the back-off it set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Failure {
-    /// Failures in a row, this one included.
-    pub consecutive: u32,
-    /// No start before this much time has passed.
-    pub backoff: Duration,
-}
-
-/// The outcome of one decision round, for logs, events and the admin API.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Decided {
-    /// Replicas the deployment should have.
-    pub desired: u32,
-    /// The desired count of the round before.
-    pub previous: u32,
-    /// Why (the policy's reason, or the serving state holding it at zero).
-    pub reason: &'static str,
-    /// Load averaged over the window.
-    pub average_load: f64,
-    /// Load at this instant.
-    pub current_load: f64,
-    /// Replicas starting and ready when it was taken.
-    pub replicas: ReplicaCounts,
-    /// Whether starts are held by a back-off.
-    pub in_backoff: bool,
-}
-
-/// What the core observes at a decision round.
-#[derive(Debug, Clone, Copy)]
-pub struct Observation {
-    /// The deployment's load in its metric (`crate::load::measure`).
-    pub load: f64,
-    /// Requests that arrived for the deployment since start (any route).
-    pub arrivals: u64,
 }
 
 /// One replica as the core knows it.
@@ -380,56 +293,6 @@ impl LifecycleCore {
     /// New settings take effect on the next decision.
     pub fn set_settings(&mut self, settings: CoreSettings) {
         self.settings = settings;
-    }
-
-    /// The earliest time a decision could change without a new observation (a countdown, a
-    /// back-off, a startup deadline, a hibernation timer, the load window moving); `None` when
-    /// nothing is due. A caller may always decide earlier.
-    pub fn next_wakeup(&self, now: Duration) -> Option<Duration> {
-        let s = &self.settings;
-        let mut due: Option<Duration> = None;
-        // Timers already past were acted on by the decision just taken (a countdown whose delay is
-        // over now waits for the next step, not for its own end again).
-        let mut at = |t: Duration| {
-            if t > now {
-                due = Some(due.map_or(t, |d: Duration| d.min(t)));
-            }
-        };
-        let current = self.counts().current();
-        if self.memory.below_since.is_none() && current > 0 {
-            // The window moving is the only thing that can start a countdown by itself.
-            let policy = &s.policy;
-            if let Some(t) =
-                self.history
-                    .first_drop_below(now, policy.autoscaling_window, current, |avg| {
-                        policy.replicas_for(avg)
-                    })
-            {
-                at(t);
-            }
-        }
-        if let Some(since) = self.memory.below_since {
-            at(since + s.policy.scale_down_delay);
-        }
-        if let Some(last) = self.memory.last_step_down {
-            at(last + s.policy.autoscaling_window);
-        }
-        if let Some(until) = self.backoff_until.filter(|u| *u > now) {
-            if self.desired > self.counts().current() {
-                at(until);
-            }
-        }
-        for r in &self.replicas {
-            if r.state == ReplicaState::Starting && r.launched {
-                at(r.asked_at + s.startup_timeout);
-            }
-        }
-        if let Some(t) =
-            crate::hibernation::next_due(&s.hibernation, self.serving, &self.hibernation, now)
-        {
-            at(t);
-        }
-        due
     }
 
     /// Starting (asked for, not ready) and ready replicas.

@@ -4,11 +4,11 @@
 //! does; a policy that releases waiting requests to the first ready replica (KEDA) pins them to
 //! replicas regardless of slots instead.
 
+use super::measured::Measured;
 use super::{Event, EventQueue};
 use crate::model::ReplicaModel;
 use crate::policies::{Action, Scaler, SimReplica, View};
-use crate::stats::Samples;
-use infergate_scaler::lifecycle::accounting::{ReplicaSeconds, StateCounts};
+use infergate_scaler::lifecycle::accounting::StateCounts;
 use infergate_scaler::ReplicaState;
 use rand::rngs::StdRng;
 use std::collections::VecDeque;
@@ -33,39 +33,6 @@ pub(crate) struct Waiting {
     pub input: u32,
     pub output: u32,
     pub service: Option<Duration>,
-}
-
-/// What one deployment measured under one policy.
-#[derive(Debug, Clone, Default)]
-pub struct Measured {
-    /// Queue wait of every request served by a replica or the fallback, ms.
-    pub wait: Samples,
-    /// Time to first token, ms.
-    pub ttft: Samples,
-    /// Requests answered by a replica or the fallback.
-    pub served: u64,
-    /// Requests that waited longer than `queue.max_wait`.
-    pub timed_out: u64,
-    /// Requests refused because the queue was full.
-    pub refused: u64,
-    /// Replicas started (each one a cold start).
-    pub cold_starts: u64,
-    /// Replicas that stopped (or were still up at the end) without serving a request.
-    pub over_scale: u64,
-    /// Requests answered by the fallback.
-    pub fallback: u64,
-    /// Dollars paid to the fallback.
-    pub fallback_cost: f64,
-    /// Most replicas (starting + ready) at once.
-    pub peak_replicas: u32,
-    /// Replica-seconds by state.
-    pub replica_seconds: ReplicaSeconds,
-    /// Changes of the policy's desired replicas: (seconds, desired), when asked for.
-    pub desired_timeline: Option<Vec<(f64, u32)>>,
-    /// GPUs per replica (for GPU-seconds).
-    pub gpus_per_replica: u32,
-    /// Dollars per GPU-hour.
-    pub gpu_hour_price: f64,
 }
 
 /// One deployment's simulated state.
@@ -357,63 +324,6 @@ impl Deployment {
         self.replicas.iter().position(|r| r.index == index)
     }
 
-    fn dispatch(&mut self, now: Duration, events: &mut EventQueue) {
-        let pin = self.scaler.releases_to_first_ready();
-        // 0 = unlimited, as in the live pool.
-        let slots = match self.model.replica_concurrency {
-            0 => u32::MAX,
-            n => n,
-        };
-        while !self.queue.is_empty() {
-            let best = self
-                .replicas
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.state == ReplicaState::Ready && (pin || r.in_flight < slots))
-                .min_by_key(|(_, r)| (r.in_flight + r.local_queue, r.index))
-                .map(|(i, _)| i);
-            let Some(i) = best else {
-                return;
-            };
-            let Some(w) = self.queue.pop_front() else {
-                return;
-            };
-            if self.replicas[i].in_flight < slots {
-                self.start(now, i, w, events);
-            } else {
-                self.replicas[i].local_queue += 1;
-                self.in_flight += 1;
-                self.local[i].push_back(w);
-            }
-        }
-    }
-
-    fn start(&mut self, now: Duration, i: usize, w: Waiting, events: &mut EventQueue) {
-        let r = &mut self.replicas[i];
-        r.in_flight += 1;
-        r.served += 1;
-        self.in_flight += 1;
-        let wait = now.saturating_sub(w.arrived);
-        let (prefill, service) = match w.service {
-            Some(s) => (Duration::ZERO, s),
-            None => {
-                let prefill = self.model.prefill(w.input);
-                (prefill, prefill + self.model.decode(w.output, r.in_flight))
-            }
-        };
-        self.measured.served += 1;
-        self.measured.wait.record(ms(wait));
-        self.measured.ttft.record(ms(wait + prefill));
-        let index = r.index;
-        events.push(
-            now + service,
-            Event::Complete {
-                dep: self.id,
-                index,
-            },
-        );
-    }
-
     /// Replicas by costed state.
     pub fn counts(&self) -> StateCounts {
         let mut c = StateCounts::default();
@@ -457,6 +367,6 @@ fn view_of<'a>(
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }

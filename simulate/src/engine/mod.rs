@@ -2,9 +2,11 @@
 //! timeouts and policy wake-ups from a heap, all in virtual time. One pass per policy.
 
 mod deployment;
+mod dispatch;
+mod measured;
 
-pub use deployment::Measured;
 pub(crate) use deployment::{Deployment, Waiting};
+pub use measured::Measured;
 
 use crate::trace::{Arrival, TraceError, TraceReader};
 use std::cmp::Reverse;
