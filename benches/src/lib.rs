@@ -1,6 +1,8 @@
 //! Helpers shared by the benchmarks: running infergate and the simulated server as separate
 //! processes and reading the addresses they print.
 
+pub mod peers;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -9,6 +11,11 @@ use std::time::Duration;
 pub struct Running(Child);
 
 impl Running {
+    /// Takes ownership of a started child.
+    pub fn new(child: Child) -> Self {
+        Running(child)
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.0.id()

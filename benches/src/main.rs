@@ -1,6 +1,8 @@
-//! `infergate-bench`: measures the simulated model server directly and through infergate side by
-//! side in one run (rounds interleaved, since this machine is noisy), with load from this separate
-//! process over real keep-alive HTTP/1.1 connections, and prints ratios.
+//! `infergate-bench`: measures the simulated model server directly, through infergate and through
+//! the peers (nginx, haproxy — when installed; `bench.sh` installs them) side by side in one run
+//! (rounds interleaved, since this machine is noisy), with load from this separate process over
+//! real keep-alive HTTP/1.1 connections, and prints ratios to direct and to nginx and each proxy's
+//! CPU time per request (utime + stime of its process tree).
 //!
 //! Run: `cargo run --release -p infergate-benches -- --help`
 
@@ -9,7 +11,7 @@ use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use infergate_benches::start;
+use infergate_benches::{peers, start};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
@@ -179,18 +181,29 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let targets = [
-        ("direct", sim_url.trim_start_matches("http://").to_string()),
+    let upstream = sim_url.trim_start_matches("http://").to_string();
+    let nginx = peers::nginx(&upstream, &dir);
+    let haproxy = peers::haproxy(&upstream, &dir);
+    // (name, address, process whose CPU is the proxy's)
+    let mut targets: Vec<(&str, String, Option<u32>)> = vec![
+        ("direct", upstream.clone(), None),
         (
             "infergate",
             proxy_url.trim_start_matches("http://").to_string(),
+            Some(_proxy.pid()),
         ),
     ];
-    let mut totals: Vec<(u64, u64, Duration, Vec<u64>)> =
-        vec![(0, 0, Duration::ZERO, Vec::new()); targets.len()];
+    for (name, peer) in [("nginx", &nginx), ("haproxy", &haproxy)] {
+        match peer {
+            Some((running, addr)) => targets.push((name, addr.clone(), Some(running.pid()))),
+            None => eprintln!("{name} is not installed: left out (./bench.sh installs it)"),
+        }
+    }
+    let mut totals: Vec<(u64, u64, Duration, Vec<u64>, u64)> =
+        vec![(0, 0, Duration::ZERO, Vec::new(), 0); targets.len()];
     rt.block_on(async {
         // Warm-up, then interleaved rounds.
-        for (_, addr) in &targets {
+        for (_, addr, _) in &targets {
             let warm = Opts {
                 seconds: 1,
                 ..Opts::parse()
@@ -198,8 +211,12 @@ fn main() {
             round(addr, &warm).await;
         }
         for r in 0..opts.rounds {
-            for (i, (name, addr)) in targets.iter().enumerate() {
+            for (i, (name, addr, pid)) in targets.iter().enumerate() {
+                let cpu_before = pid.map_or(0, peers::cpu_us_of_tree);
                 let res = round(addr, &opts).await;
+                let cpu = pid
+                    .map_or(0, peers::cpu_us_of_tree)
+                    .saturating_sub(cpu_before);
                 eprintln!(
                     "round {r} {name:<10} {:>9.0} req/s  errors {}",
                     res.requests as f64 / res.elapsed.as_secs_f64(),
@@ -210,6 +227,7 @@ fn main() {
                 t.1 += res.errors;
                 t.2 += res.elapsed;
                 t.3.extend(res.latencies_us);
+                t.4 += cpu;
             }
         }
     });
@@ -218,22 +236,40 @@ fn main() {
         opts.connections, opts.rounds, opts.seconds, opts.max_tokens
     );
     println!(
-        "{:<10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>10}",
-        "target", "req/s", "p50 ms", "p99 ms", "errors", "rps ×", "p50 +ms"
+        "{:<10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>12}",
+        "target",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "rps ×",
+        "× nginx",
+        "p50 +ms",
+        "CPU µs/req"
     );
-    let base_rps = totals[0].0 as f64 / totals[0].2.as_secs_f64();
+    let rps_of = |t: &(u64, u64, Duration, Vec<u64>, u64)| t.0 as f64 / t.2.as_secs_f64();
+    let base_rps = rps_of(&totals[0]);
+    let nginx_rps = targets
+        .iter()
+        .position(|t| t.0 == "nginx")
+        .map(|i| rps_of(&totals[i]));
     let mut base_p50 = 0.0;
-    for (i, (name, _)) in targets.iter().enumerate() {
-        let (req, err, elapsed, lat) = &mut totals[i];
+    for (i, (name, _, pid)) in targets.iter().enumerate() {
+        let rps = rps_of(&totals[i]);
+        let (req, err, _, lat, cpu) = &mut totals[i];
         lat.sort_unstable();
-        let rps = *req as f64 / elapsed.as_secs_f64();
         let p50 = percentile(lat, 0.5) as f64 / 1000.0;
         let p99 = percentile(lat, 0.99) as f64 / 1000.0;
         if i == 0 {
             base_p50 = p50;
         }
+        let vs_nginx = nginx_rps.map_or("-".to_string(), |n| format!("{:.2}", rps / n));
+        let cpu_per_req = match pid {
+            Some(_) if *req > 0 => format!("{:.1}", *cpu as f64 / *req as f64),
+            _ => "-".into(),
+        };
         println!(
-            "{name:<10} {rps:>10.0} {p50:>9.3} {p99:>9.3} {err:>9} {:>8.2} {:>10.3}",
+            "{name:<10} {rps:>10.0} {p50:>9.3} {p99:>9.3} {err:>9} {:>8.2} {vs_nginx:>8} {:>10.3} {cpu_per_req:>12}",
             rps / base_rps,
             p50 - base_p50
         );
