@@ -24,6 +24,8 @@ struct Opts {
 }
 
 /// Runs `infergate simulate ARGS --json`; returns the report and the child's peak RSS in KiB.
+// The child is reaped by `wait4` (which also gives its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run(bin: &PathBuf, args: &[String]) -> (Value, i64) {
     let mut child = Command::new(bin)
         .arg("simulate")
