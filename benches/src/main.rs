@@ -35,6 +35,9 @@ struct Opts {
     /// Completion tokens per request (the simulated server answers at once: 0 ms TTFT).
     #[arg(long, default_value_t = 1)]
     max_tokens: u32,
+    /// A smoke run: one 1 s round per target on 8 connections (checks that every target works).
+    #[arg(long)]
+    quick: bool,
 }
 
 /// Prints the first few distinct failures so errors in a run can be explained.
@@ -140,7 +143,12 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 fn main() {
-    let opts = Opts::parse();
+    let mut opts = Opts::parse();
+    if opts.quick {
+        opts.seconds = 1;
+        opts.rounds = 1;
+        opts.connections = 8;
+    }
     let sim_args = [
         "sim-server",
         "--ttft",
@@ -206,6 +214,7 @@ fn main() {
         for (_, addr, _) in &targets {
             let warm = Opts {
                 seconds: 1,
+                connections: opts.connections,
                 ..Opts::parse()
             };
             round(addr, &warm).await;
