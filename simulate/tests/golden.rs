@@ -117,6 +117,38 @@ fn requests_that_wait_past_max_wait_time_out_and_a_full_queue_refuses() {
         (6, 4, 0),
         "4 held (then 10 s < 30 s cold start), 6 refused"
     );
+    // The 4 held requests asked for ceil(4 / 2) = 2 replicas; they time out before either is
+    // ready, so both are over-scale: started, never served.
+    assert_eq!((r.cold_starts, r.over_scale), (2, 2));
+}
+
+#[test]
+fn the_fallback_answers_while_nothing_is_ready_at_its_latency_and_price() {
+    // Two requests at zero with a cold-start fallback: both go to the provider at once (no wait,
+    // TTFT = its 400 ms), each costing (100 + 900 tokens) / 1e6 × $2 = $0.002; a third request
+    // after the replica is ready is served by it.
+    let text = format!(
+        "[deployments.m]\n{BASE}\nconcurrency_target = 1\ntarget_utilization = 100\n\
+         fallback = {{ providers = [\"saas\"], when = [\"cold_start\"] }}\n\
+         [deployments.m.simulate]\ncold_start = \"30s\"\ndecode_tps = 100.0\nprefill_tps = 1e12\nbatching_slowdown = 0.0\n\
+         provider_latency = \"400ms\"\nprovider_price_per_mtok = 2.0\n\
+         [deployments.m.backend]\ntype = \"process\"\ncommand = [\"x\", \"{{port}}\"]\n\
+         [providers.saas]\nbase_url = \"https://api.example.com/v1\"\n"
+    );
+    let config = infergate_config::Config::from_toml_str(&text).unwrap();
+    let trace = jsonl(&[(0.0, 100, 900), (1000.0, 100, 900), (60_000.0, 0, 100)]);
+    let report = run(trace, config, &[PolicyKind::Infergate]);
+    let r = report.total("infergate").unwrap();
+    assert_eq!(r.served, 3);
+    assert_eq!(r.fallback_share, round4(2.0 / 3.0));
+    assert_eq!(r.fallback_cost_usd, 0.004);
+    assert_eq!((r.wait_ms.max, r.ttft_ms.p50), (0.0, 400.0));
+    // Requests at the provider count as load (as live): two in flight there ask for two replicas.
+    assert_eq!(r.cold_starts, 2);
+}
+
+fn round4(v: f64) -> f64 {
+    (v * 1e4).round() / 1e4
 }
 
 #[test]
@@ -137,4 +169,26 @@ fn a_floor_above_zero_is_already_running_when_the_trace_starts() {
     // Knative's pod is up too (no wait), but its own 70 % target asks for a second for load 1.
     let k = report.total("knative").unwrap();
     assert_eq!((k.cold_starts, k.wait_ms.max, k.peak_replicas), (1, 0.0, 2));
+}
+
+#[test]
+fn the_recommender_finds_the_floor_a_wait_target_needs() {
+    // A request every 2 minutes, each alone: at min_replicas 0 every one waits for a 30 s cold
+    // start (the deployment is back at zero after 10 s + 60 s); only a floor of one replica keeps
+    // the p99 wait at 0.
+    let settings = format!("{BASE}\nconcurrency_target = 1\ntarget_utilization = 100");
+    let requests: Vec<(f64, u32, u32)> = (0..10)
+        .map(|i| (f64::from(i) * 120_000.0, 0, 100))
+        .collect();
+    let mut o = infergate_simulate::SimOptions::new(jsonl(&requests));
+    o.config = Some(config(&settings));
+    let r =
+        infergate_simulate::recommend::recommend(&o, std::time::Duration::from_secs(1)).unwrap();
+    assert_eq!(r.current.1.wait_ms.p99, 30_000.0);
+    let (best, result) = r.best.clone().expect("a setting meets 1 s");
+    assert!(best.min_replicas >= 1, "{best:?}");
+    assert_eq!((result.wait_ms.p99, result.timed_out), (0.0, 0));
+    assert!(r
+        .render()
+        .contains(&format!("min_replicas = {}", best.min_replicas)));
 }
