@@ -89,27 +89,27 @@ impl Controller {
     /// Counts a failure the shell observed (launch error, exit while starting, crash) in the
     /// core, and carries out what follows (events, back-off, fast failure).
     pub(super) fn record_failure(self: &Arc<Self>, index: u64, replica: &str, why: &str) {
-        let mut out = Vec::new();
-        let at = self.at(Instant::now());
-        let Ok(failure) = self
-            .core
-            .lock()
-            .map(|mut core| core.replica_failed(index, why, at, &mut out))
-        else {
-            return;
-        };
-        self.note_failure(replica, why, failure);
-        self.apply_all(out);
+        self.count_failure(index, replica, why, LifecycleCore::replica_failed);
     }
 
     /// A ready replica that stays unhealthy: counted as a failure and drained.
     pub(super) fn record_replacement(self: &Arc<Self>, index: u64, replica: &str, why: &str) {
+        self.count_failure(index, replica, why, LifecycleCore::replica_replaced);
+    }
+
+    fn count_failure(
+        self: &Arc<Self>,
+        index: u64,
+        replica: &str,
+        why: &str,
+        count: fn(&mut LifecycleCore, u64, &str, Duration, &mut Vec<Command>) -> Failure,
+    ) {
         let mut out = Vec::new();
         let at = self.at(Instant::now());
         let Ok(failure) = self
             .core
             .lock()
-            .map(|mut core| core.replica_replaced(index, why, at, &mut out))
+            .map(|mut core| count(&mut core, index, why, at, &mut out))
         else {
             return;
         };
