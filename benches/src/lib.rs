@@ -1,7 +1,10 @@
 //! Helpers shared by the benchmarks: running infergate and the simulated server as separate
 //! processes and reading the addresses they print.
 
+pub mod load;
+pub mod memory;
 pub mod peers;
+pub mod report;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,286 +1,266 @@
-//! `infergate-bench`: measures the simulated model server directly, through infergate and through
-//! the peers (nginx, haproxy — when installed; `bench.sh` installs them) side by side in one run
-//! (rounds interleaved, since this machine is noisy), with load from this separate process over
-//! real keep-alive HTTP/1.1 connections, and prints ratios to direct and to nginx and each proxy's
-//! CPU time per request (utime + stime of its process tree).
+//! `infergate-benches`: the simulated model server measured directly, through infergate and
+//! through its peers — nginx and haproxy (Debian), vllm-router and LiteLLM's proxy (PyPI; `bench.sh`
+//! installs them all) — side by side in one run, rounds interleaved (this machine is noisy), load
+//! from this separate process over real keep-alive HTTP/1.1 connections. Prints every figure with
+//! its ratio to direct and to nginx.
 //!
-//! Run: `cargo run --release -p infergate-benches -- --help`
+//! Run: `./bench.sh` (or `./bench.sh --quick` for a smoke run; `--help` for the knobs).
 
-use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use infergate_benches::{peers, start};
+use infergate_benches::load::{self, chat_body, Sample};
+use infergate_benches::report::{Figure, Table};
+use infergate_benches::{memory, peers, start, Running};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
+use std::time::Duration;
 
 #[derive(Parser)]
 struct Opts {
     /// The infergate binary (built with `cargo build --release`).
     #[arg(long, default_value = "target/release/infergate")]
     infergate: PathBuf,
-    /// Concurrent keep-alive connections.
-    #[arg(long, default_value_t = 32)]
+    /// Another infergate build measured beside it as `before` (a before/after comparison of a
+    /// change, in one interleaved run).
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// The virtualenv holding vllm-router and litellm (bench.sh makes it).
+    #[arg(long, default_value = "target/bench-venv")]
+    venv: PathBuf,
+    /// Only these targets (comma-separated: direct,infergate,nginx,haproxy,vllm-router,litellm).
+    #[arg(long, value_delimiter = ',')]
+    targets: Vec<String>,
+    /// Concurrent keep-alive connections at saturation.
+    #[arg(long, default_value_t = 64)]
     connections: usize,
     /// Seconds per measured round.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
-    /// Rounds per target (interleaved).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Rounds per figure and target (interleaved).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Completion tokens per request (the simulated server answers at once: 0 ms TTFT).
-    #[arg(long, default_value_t = 1)]
-    max_tokens: u32,
-    /// A smoke run: one 1 s round per target on 8 connections (checks that every target works).
+    /// Connections held open for the memory figures.
+    #[arg(long, default_value_t = 1000)]
+    held: usize,
+    /// Leave out the memory figures.
+    #[arg(long)]
+    no_memory: bool,
+    /// A smoke run: one short round per figure, fewer held connections.
     #[arg(long)]
     quick: bool,
 }
 
-/// Prints the first few distinct failures so errors in a run can be explained.
-fn report_error(what: String) {
-    static SHOWN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    if SHOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3 {
-        eprintln!("request failed: {what}");
-    }
+/// One thing being measured: where it listens and whose CPU and memory are its own.
+struct Target {
+    name: &'static str,
+    addr: String,
+    pid: Option<u32>,
+    _process: Option<Running>,
 }
 
-struct RoundResult {
-    requests: u64,
-    errors: u64,
-    latencies_us: Vec<u64>,
-    elapsed: Duration,
+fn sim_server(infergate: &Path, tokens_per_s: &str) -> (Running, String) {
+    let mut c = Command::new(infergate);
+    c.args([
+        "sim-server",
+        "--ttft",
+        "0ms",
+        "--tokens-per-s",
+        tokens_per_s,
+    ])
+    .args(["--model", "bench"]);
+    let (running, url) = start(c, "sim-server listening");
+    (running, url.trim_start_matches("http://").to_string())
 }
 
-async fn worker(addr: String, body: Bytes, model: String, until: Instant) -> (u64, u64, Vec<u64>) {
-    let (mut ok, mut errors, mut lat) = (0, 0, Vec::new());
-    'reconnect: while Instant::now() < until {
-        let Ok(stream) = TcpStream::connect(&addr).await else {
-            errors += 1;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let Ok((mut sender, conn)) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-        else {
-            errors += 1;
-            continue;
-        };
-        tokio::spawn(conn);
-        while Instant::now() < until {
-            let req = Request::post("/v1/chat/completions")
-                .header("host", addr.as_str())
-                .header("content-type", "application/json")
-                .header("x-bench-model", model.as_str())
-                .body(Full::new(body.clone()))
-                .expect("request");
-            let t0 = Instant::now();
-            let done = match sender.send_request(req).await {
-                Ok(resp) if resp.status().is_success() => resp.into_body().collect().await.is_ok(),
-                Ok(resp) => {
-                    report_error(format!("HTTP {}", resp.status()));
-                    false
-                }
-                Err(e) => {
-                    report_error(e.to_string());
-                    false
-                }
-            };
-            if done {
-                ok += 1;
-                lat.push(t0.elapsed().as_micros() as u64);
-            } else {
-                errors += 1;
-                continue 'reconnect;
-            }
+fn infergate(binary: &Path, upstream: &str, dir: &Path, tag: &str) -> (Running, String) {
+    let config = dir.join(format!("infergate-{tag}.toml"));
+    let mut f = std::fs::File::create(&config).expect("config");
+    write!(
+        f,
+        "[server]\nlisteners = [{{ address = \"127.0.0.1:0\" }}]\n[admin]\naddress = \"\"\n\
+         [deployments.bench]\n[deployments.bench.backend]\ntype = \"static\"\nurls = [\"http://{upstream}\"]\n"
+    )
+    .expect("write config");
+    let mut c = Command::new(binary);
+    c.arg("--config").arg(&config).env("RUST_LOG", "warn");
+    let (running, url) = start(c, "listening on");
+    std::thread::sleep(Duration::from_millis(800)); // the static replica passes its health check
+    (running, url.trim_start_matches("http://").to_string())
+}
+
+/// Every wanted target in front of `upstream`; `litellm` only when asked (it starts slowly).
+fn targets(opts: &Opts, upstream: &str, dir: &Path, tag: &str, litellm: bool) -> Vec<Target> {
+    let wanted = |name: &str| opts.targets.is_empty() || opts.targets.iter().any(|t| t == name);
+    let mut out = Vec::new();
+    let mut push = |name: &'static str, started: Option<(Running, String)>| {
+        if let Some((running, addr)) = started {
+            out.push(Target {
+                name,
+                addr,
+                pid: Some(running.pid()),
+                _process: Some(running),
+            });
         }
-    }
-    (ok, errors, lat)
-}
-
-async fn round(addr: &str, opts: &Opts) -> RoundResult {
-    let body = Bytes::from(format!(
-        r#"{{"model":"bench","max_tokens":{},"messages":[{{"role":"user","content":"hello there"}}]}}"#,
-        opts.max_tokens
-    ));
-    let start = Instant::now();
-    let until = start + Duration::from_secs(opts.seconds);
-    let tasks: Vec<_> = (0..opts.connections)
-        .map(|_| {
-            tokio::spawn(worker(
-                addr.to_string(),
-                body.clone(),
-                "bench".into(),
-                until,
-            ))
-        })
-        .collect();
-    let mut result = RoundResult {
-        requests: 0,
-        errors: 0,
-        latencies_us: Vec::new(),
-        elapsed: Duration::ZERO,
     };
-    for t in tasks {
-        if let Ok((ok, err, lat)) = t.await {
-            result.requests += ok;
-            result.errors += err;
-            result.latencies_us.extend(lat);
-        }
+    if let Some(before) = &opts.baseline {
+        push(
+            "before",
+            Some(infergate(before, upstream, dir, &format!("{tag}-before"))),
+        );
     }
-    result.elapsed = start.elapsed();
-    result
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
+    if wanted("infergate") {
+        push(
+            "infergate",
+            Some(infergate(&opts.infergate, upstream, dir, tag)),
+        );
     }
-    sorted[((sorted.len() - 1) as f64 * p) as usize]
+    let peer_dir = dir.join(tag);
+    std::fs::create_dir_all(&peer_dir).expect("temp dir");
+    if wanted("nginx") {
+        push("nginx", peers::nginx(upstream, &peer_dir));
+    }
+    if wanted("haproxy") {
+        push("haproxy", peers::haproxy(upstream, &peer_dir));
+    }
+    if wanted("vllm-router") {
+        push("vllm-router", peers::vllm_router(upstream, &opts.venv));
+    }
+    if litellm && wanted("litellm") {
+        push("litellm", peers::litellm(upstream, &opts.venv, &peer_dir));
+    }
+    out
 }
 
 fn main() {
     let mut opts = Opts::parse();
     if opts.quick {
-        opts.seconds = 1;
-        opts.rounds = 1;
-        opts.connections = 8;
+        (opts.seconds, opts.rounds, opts.held) = (1.0, 1, 100);
     }
-    let sim_args = [
-        "sim-server",
-        "--ttft",
-        "0ms",
-        "--tokens-per-s",
-        "1000000",
-        "--model",
-        "bench",
-    ];
-    let (_sim, sim_url) = start(
-        {
-            let mut c = Command::new(&opts.infergate);
-            c.args(sim_args);
-            c
-        },
-        "sim-server listening",
-    );
     let dir = std::env::temp_dir().join(format!("infergate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("bench.toml");
-    let mut f = std::fs::File::create(&config).expect("config");
-    write!(
-        f,
-        "[server]\nlisteners = [{{ address = \"127.0.0.1:0\" }}]\n[admin]\naddress = \"\"\n[deployments.bench]\n[deployments.bench.backend]\ntype = \"static\"\nurls = [\"{sim_url}\"]\n"
-    )
-    .expect("write config");
-    let (_proxy, proxy_url) = start(
-        {
-            let mut c = Command::new(&opts.infergate);
-            c.arg("--config").arg(&config).env("RUST_LOG", "warn");
-            c
-        },
-        "listening on",
-    );
-    std::thread::sleep(Duration::from_millis(800)); // static replica passes its health check
-
+    let (_sim, upstream) = sim_server(&opts.infergate, "1000000");
+    let mut all = vec![Target {
+        name: "direct",
+        addr: upstream.clone(),
+        pid: None,
+        _process: None,
+    }];
+    all.extend(targets(&opts, &upstream, &dir, "fast", true));
+    let names: Vec<&str> = all.iter().map(|t| t.name).collect();
+    let mut table = Table::new(&names);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let upstream = sim_url.trim_start_matches("http://").to_string();
-    let nginx = peers::nginx(&upstream, &dir);
-    let haproxy = peers::haproxy(&upstream, &dir);
-    // (name, address, process whose CPU is the proxy's)
-    let mut targets: Vec<(&str, String, Option<u32>)> = vec![
-        ("direct", upstream.clone(), None),
-        (
-            "infergate",
-            proxy_url.trim_start_matches("http://").to_string(),
-            Some(_proxy.pid()),
-        ),
-    ];
-    for (name, peer) in [("nginx", &nginx), ("haproxy", &haproxy)] {
-        match peer {
-            Some((running, addr)) => targets.push((name, addr.clone(), Some(running.pid()))),
-            None => eprintln!("{name} is not installed: left out (./bench.sh installs it)"),
-        }
-    }
-    let mut totals: Vec<(u64, u64, Duration, Vec<u64>, u64)> =
-        vec![(0, 0, Duration::ZERO, Vec::new(), 0); targets.len()];
+    let small = chat_body(1024, false, 1);
+    let large = chat_body(64 * 1024, false, 1);
+    let (secs, conns) = (opts.seconds, opts.connections);
     rt.block_on(async {
-        // Warm-up, then interleaved rounds.
-        for (_, addr, _) in &targets {
-            let warm = Opts {
-                seconds: 1,
-                connections: opts.connections,
-                ..Opts::parse()
-            };
-            round(addr, &warm).await;
+        for t in &all {
+            load::saturate(&t.addr, conns, 1.0, small.clone()).await; // warm-up
         }
+        let mut results: Vec<[Sample; 4]> = vec![Default::default(); all.len()];
+        let mut cpu: Vec<[u64; 2]> = vec![[0; 2]; all.len()];
         for r in 0..opts.rounds {
-            for (i, (name, addr, pid)) in targets.iter().enumerate() {
-                let cpu_before = pid.map_or(0, peers::cpu_us_of_tree);
-                let res = round(addr, &opts).await;
-                let cpu = pid
-                    .map_or(0, peers::cpu_us_of_tree)
-                    .saturating_sub(cpu_before);
+            for (i, t) in all.iter().enumerate() {
+                let cpu_before = t.pid.map_or(0, peers::cpu_us_of_tree);
+                let s = load::saturate(&t.addr, conns, secs, small.clone()).await;
+                cpu[i][0] += t.pid.map_or(0, peers::cpu_us_of_tree) - cpu_before;
                 eprintln!(
-                    "round {r} {name:<10} {:>9.0} req/s  errors {}",
-                    res.requests as f64 / res.elapsed.as_secs_f64(),
-                    res.errors
+                    "round {r} {:<12} 1 KiB   {:>8.0} req/s  errors {}",
+                    t.name,
+                    s.rate(),
+                    s.errors
                 );
-                let t = &mut totals[i];
-                t.0 += res.requests;
-                t.1 += res.errors;
-                t.2 += res.elapsed;
-                t.3.extend(res.latencies_us);
-                t.4 += cpu;
+                results[i][0].merge(s);
+            }
+            for (i, t) in all.iter().enumerate() {
+                let s = load::saturate(&t.addr, conns, secs, large.clone()).await;
+                eprintln!(
+                    "round {r} {:<12} 64 KiB  {:>8.0} req/s  errors {}",
+                    t.name,
+                    s.rate(),
+                    s.errors
+                );
+                results[i][1].merge(s);
+            }
+            for (i, t) in all.iter().enumerate() {
+                let cpu_before = t.pid.map_or(0, peers::cpu_us_of_tree);
+                let s = load::fixed_rate(&t.addr, 16, 1000.0, secs, small.clone()).await;
+                cpu[i][1] += t.pid.map_or(0, peers::cpu_us_of_tree) - cpu_before;
+                eprintln!(
+                    "round {r} {:<12} 1k/s    {:>8.0} req/s  errors {}",
+                    t.name,
+                    s.rate(),
+                    s.errors
+                );
+                results[i][2].merge(s);
+            }
+            for (i, t) in all.iter().enumerate() {
+                let s = load::fixed_rate(&t.addr, 8, 200.0, secs, small.clone()).await;
+                results[i][3].merge(s);
+            }
+        }
+        let sse: Vec<Sample> = {
+            let mut v = Vec::new();
+            for t in &all {
+                v.push(load::sse_first_byte(&t.addr, 2, if opts.quick { 100 } else { 1000 }).await);
+            }
+            v
+        };
+        for (i, [s1k, s64k, f1k, f200]) in results.iter_mut().enumerate() {
+            let saturated = |s: &Sample, rate: f64| s.rate() < rate * 0.9;
+            table.set(Figure::Rps1k, i, s1k.rate());
+            table.set(Figure::Rps64k, i, s64k.rate());
+            if all[i].pid.is_some() && s1k.ok > 0 {
+                table.set(Figure::CpuSaturated, i, cpu[i][0] as f64 / s1k.ok as f64);
+            }
+            if !saturated(f1k, 1000.0) {
+                table.set(Figure::P50At1k, i, f1k.percentile_ms(0.5));
+                table.set(Figure::P99At1k, i, f1k.percentile_ms(0.99));
+                if all[i].pid.is_some() {
+                    table.set(Figure::CpuAt1k, i, cpu[i][1] as f64 / f1k.ok as f64);
+                }
+            }
+            if !saturated(f200, 200.0) {
+                table.set(Figure::P50At200, i, f200.percentile_ms(0.5));
+                table.set(Figure::P99At200, i, f200.percentile_ms(0.99));
+            }
+            let mut first = sse[i].clone();
+            if first.ok > 0 {
+                table.set(Figure::SseFirstByte, i, first.percentile_ms(0.5));
+            }
+        }
+        if !opts.no_memory {
+            for (i, t) in all.iter().enumerate() {
+                if let Some(pid) = t.pid {
+                    if let Some(kib) = memory::per_idle_connection(&t.addr, pid, opts.held).await {
+                        table.set(Figure::RssIdle, i, kib);
+                    }
+                }
             }
         }
     });
-    println!(
-        "\n{} connections, {} rounds x {} s, max_tokens {}, simulated server with 0 ms TTFT",
-        opts.connections, opts.rounds, opts.seconds, opts.max_tokens
-    );
-    println!(
-        "{:<10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>12}",
-        "target",
-        "req/s",
-        "p50 ms",
-        "p99 ms",
-        "errors",
-        "rps ×",
-        "× nginx",
-        "p50 +ms",
-        "CPU µs/req"
-    );
-    let rps_of = |t: &(u64, u64, Duration, Vec<u64>, u64)| t.0 as f64 / t.2.as_secs_f64();
-    let base_rps = rps_of(&totals[0]);
-    let nginx_rps = targets
-        .iter()
-        .position(|t| t.0 == "nginx")
-        .map(|i| rps_of(&totals[i]));
-    let mut base_p50 = 0.0;
-    for (i, (name, _, pid)) in targets.iter().enumerate() {
-        let rps = rps_of(&totals[i]);
-        let (req, err, _, lat, cpu) = &mut totals[i];
-        lat.sort_unstable();
-        let p50 = percentile(lat, 0.5) as f64 / 1000.0;
-        let p99 = percentile(lat, 0.99) as f64 / 1000.0;
-        if i == 0 {
-            base_p50 = p50;
-        }
-        let vs_nginx = nginx_rps.map_or("-".to_string(), |n| format!("{:.2}", rps / n));
-        let cpu_per_req = match pid {
-            Some(_) if *req > 0 => format!("{:.1}", *cpu as f64 / *req as f64),
-            _ => "-".into(),
-        };
-        println!(
-            "{name:<10} {rps:>10.0} {p50:>9.3} {p99:>9.3} {err:>9} {:>8.2} {vs_nginx:>8} {:>10.3} {cpu_per_req:>12}",
-            rps / base_rps,
-            p50 - base_p50
-        );
+    if !opts.no_memory {
+        // Streams need an upstream that keeps them open: a second server, 1 token every 2 s.
+        let (_slow, slow) = sim_server(&opts.infergate, "0.5");
+        let streaming = targets(&opts, &slow, &dir, "slow", false);
+        rt.block_on(async {
+            for t in &streaming {
+                let Some(i) = names.iter().position(|n| *n == t.name) else {
+                    continue;
+                };
+                let pid = t.pid.unwrap_or_default();
+                if let Some(kib) = memory::per_open_stream(&t.addr, pid, opts.held).await {
+                    table.set(Figure::RssStream, i, kib);
+                }
+            }
+        });
     }
+    println!(
+        "\n{conns} connections at saturation, {} rounds x {secs} s, fixed rates on 16 (1k/s) and 8 (200/s) connections, \
+         {} connections held for memory; simulated server with 0 ms TTFT",
+        opts.rounds, opts.held
+    );
+    table.print();
 }

@@ -2,22 +2,10 @@
 //! servers. One binary: `serve` (the default), `validate`, `simulate`, `sim-server` and the
 //! admin verbs.
 
-mod admin;
-mod admin_token;
-mod app;
-mod cli;
-mod connection;
-mod errors;
-mod fallback_route;
-mod forward;
+mod control_plane;
+mod data_plane;
 mod metrics;
-mod multipart;
-mod reload;
-mod request_body;
-mod respond;
-mod routing;
 mod serve;
-mod sim_server;
 mod simulate_cmd;
 
 use clap::{Args, Parser, Subcommand};
@@ -49,12 +37,12 @@ enum Command {
         file: PathBuf,
     },
     /// Run a simulated OpenAI-compatible model server (the demo's and tests' replicas).
-    SimServer(sim_server::SimOptions),
+    SimServer(infergate_sim_server::SimOptions),
     /// Replay a request trace through the scaling code in virtual time, against Knative, KEDA,
     /// a fixed fleet, a TTL and the hybrid-histogram policy; cost, waits, and a recommendation.
     Simulate(Box<simulate_cmd::SimulateArgs>),
     #[command(flatten)]
-    Admin(cli::Verb),
+    Admin(control_plane::cli::Verb),
 }
 
 #[derive(Args, Clone, Default)]
@@ -75,12 +63,7 @@ fn init_logging(format: &str) {
     });
     // Colours only for a person at a terminal; files and pipes get plain `key=value` lines.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let registry =
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(tracing_subscriber::filter::filter_fn(|m| {
-                !is_pool_reuse_race(m)
-            }));
+    let registry = tracing_subscriber::registry().with(filter);
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
@@ -89,16 +72,6 @@ fn init_logging(format: &str) {
     } else {
         registry.with(layer).init();
     }
-}
-
-/// pingora's upstream pool logs "failed to acquire reusable stream" at ERROR (its only ERROR in
-/// `pingora_core::connectors`) when a request picks a pooled connection in the instant the
-/// pool's idle watcher is still letting go of it (`Arc::try_unwrap` loses to the watcher's
-/// guard drop). Harmless: the pooled connection is dropped and a new one is made for that
-/// request, which is answered normally (a test runs queued traffic and finds no ERROR). Kept out
-/// of the log so that ERROR always means something.
-fn is_pool_reuse_race(m: &tracing::Metadata<'_>) -> bool {
-    *m.level() == tracing::Level::ERROR && m.target() == "pingora_core::connectors"
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -129,7 +102,7 @@ fn main() -> ExitCode {
         },
         Some(Command::SimServer(opts)) => {
             init_logging("text");
-            match runtime().and_then(|rt| rt.block_on(sim_server::run(opts))) {
+            match runtime().and_then(|rt| rt.block_on(infergate_sim_server::run(opts))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sim-server: {e}");
@@ -139,7 +112,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Simulate(args)) => simulate_cmd::run(*args),
         Some(Command::Serve(args)) => serve_main(args),
-        Some(Command::Admin(verb)) => cli::run(verb),
+        Some(Command::Admin(verb)) => control_plane::cli::run(verb),
         None => serve_main(cli.serve),
     }
 }
@@ -150,7 +123,7 @@ async fn run_demo_provider() {
     #[derive(Parser)]
     struct Demo {
         #[command(flatten)]
-        sim: sim_server::SimOptions,
+        sim: infergate_sim_server::SimOptions,
     }
     let key = std::env::var(DEMO_PROVIDER_KEY_ENV).unwrap_or_default();
     let port = DEMO_PROVIDER_PORT.to_string();
@@ -168,7 +141,7 @@ async fn run_demo_provider() {
         &key,
     ];
     let opts = Demo::parse_from(args).sim;
-    if let Err(e) = sim_server::run(opts).await {
+    if let Err(e) = infergate_sim_server::run(opts).await {
         tracing::warn!(error = %e, port = DEMO_PROVIDER_PORT, "demo provider did not start; the fallback deployment will wait for its replica instead");
     }
 }

@@ -2,7 +2,7 @@
 //! where things happen; gauges (in-flight, waiting, replicas by state, desired) are read from the
 //! deployments when `/metrics` is scraped, so the request path pays only for what it records.
 
-use crate::routing::RouteTable;
+use infergate_scaler::Controller;
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
     Histogram, Unit,
@@ -106,20 +106,22 @@ pub fn connections_open(open: u64) {
     gauge!("infergate_connections_open").set(open as f64);
 }
 
-/// Reads the gauges from the deployments and renders everything.
-pub fn render(handle: &PrometheusHandle, table: &RouteTable) -> String {
-    for d in &table.deployments {
-        let name = d.name.clone();
-        let pool = d.controller.pool();
+/// Reads the gauges from the deployments (name and controller) and renders everything.
+pub fn render<'a>(
+    handle: &PrometheusHandle,
+    deployments: impl IntoIterator<Item = (&'a str, &'a Controller)>,
+) -> String {
+    for (name, controller) in deployments {
+        let name = name.to_string();
+        let pool = controller.pool();
         gauge!("infergate_in_flight_requests", "deployment" => name.clone())
             .set(pool.in_flight() as f64);
         gauge!("infergate_waiting_requests", "deployment" => name.clone())
             .set(pool.waiting() as f64);
         gauge!("infergate_fallback_in_flight_requests", "deployment" => name.clone())
             .set(pool.external() as f64);
-        gauge!("infergate_desired_replicas", "deployment" => name.clone()).set(f64::from(
-            d.controller.stats.desired.load(Ordering::Acquire),
-        ));
+        gauge!("infergate_desired_replicas", "deployment" => name.clone())
+            .set(f64::from(controller.stats.desired.load(Ordering::Acquire)));
         let replicas = pool.replicas();
         for state in ["starting", "ready", "draining"] {
             let n = replicas

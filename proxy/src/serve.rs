@@ -1,19 +1,15 @@
 //! `infergate serve`: wires config, controllers, the data plane and the admin listener together,
 //! and owns the process lifecycle (signals, graceful shutdown, no orphaned replicas).
 
-use crate::admin;
-use crate::admin_token;
-use crate::app::ProxyApp;
-use crate::connection::EdgeApp;
-use crate::reload::{check_loops, Deployments};
+use crate::control_plane::admin;
+use crate::control_plane::admin_token;
+use crate::control_plane::reload::{check_loops, Deployments};
+use crate::data_plane::app::ProxyApp;
+use crate::data_plane::connection::EdgeApp;
+use crate::data_plane::workers::{self, BoundListener, Workers};
 use infergate_config::Config;
 use infergate_fallback::Providers;
 use infergate_scaler::events::{EventFile, EventLog};
-use pingora::listeners::Listeners;
-use pingora::server::Fds;
-use pingora::services::listening::Service;
-use pingora::services::Service as ServiceTrait;
-use std::os::fd::IntoRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +35,9 @@ pub enum ServeError {
         /// What went wrong.
         reason: String,
     },
+    /// A data-plane worker thread or its runtime could not be started.
+    #[error("cannot start the data-plane workers: {0}")]
+    Runtime(String),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(String),
@@ -65,49 +64,35 @@ pub async fn run(
     let prometheus = crate::metrics::install().map_err(ServeError::Provider)?;
     tokio::spawn(crate::metrics::run_upkeep(prometheus.clone()));
 
-    // Bind listeners ourselves so port 0 works and the chosen address can be printed; pingora
-    // takes the bound sockets over through its fd table.
-    let mut fds = Fds::new();
-    let mut listeners = Listeners::new();
+    // Bind listeners ourselves so port 0 works and the chosen address can be printed; each
+    // data-plane worker takes a duplicate of every bound socket.
     let mut urls = Vec::new();
     let mut bound = Vec::new();
+    let mut sockets = Vec::new();
     for listener in &config.server.listeners {
-        let std_listener =
-            std::net::TcpListener::bind(&listener.address).map_err(|e| ServeError::Bind {
-                address: listener.address.clone(),
-                reason: e.to_string(),
-            })?;
-        let local = std_listener.local_addr().map_err(|e| ServeError::Bind {
+        let bind_error = |e: std::io::Error| ServeError::Bind {
             address: listener.address.clone(),
             reason: e.to_string(),
-        })?;
+        };
+        let std_listener = std::net::TcpListener::bind(&listener.address).map_err(bind_error)?;
+        let local = std_listener.local_addr().map_err(bind_error)?;
         // tokio needs the socket in non-blocking mode before pingora adopts it.
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|e| ServeError::Bind {
-                address: listener.address.clone(),
-                reason: e.to_string(),
-            })?;
+        std_listener.set_nonblocking(true).map_err(bind_error)?;
         bound.push(local);
-        let key = local.to_string();
-        fds.add(key.clone(), std_listener.into_raw_fd());
-        match &listener.tls {
-            Some(tls) => {
-                let mut tls_settings =
-                    pingora::listeners::tls::TlsSettings::intermediate(&tls.cert, &tls.key)
-                        .map_err(|e| ServeError::Tls {
-                            address: key.clone(),
-                            reason: e.to_string(),
-                        })?;
-                tls_settings.enable_h2();
-                listeners.add_tls_with_settings(&key, None, tls_settings);
-                urls.push(format!("https://{local}"));
-            }
-            None => {
-                listeners.add_tcp(&key);
-                urls.push(format!("http://{local}"));
-            }
-        }
+        let scheme = if listener.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        urls.push(format!("{scheme}://{local}"));
+        sockets.push(BoundListener {
+            socket: std_listener,
+            key: local.to_string(),
+            tls: listener
+                .tls
+                .as_ref()
+                .map(|tls| (tls.cert.clone(), tls.key.clone())),
+        });
     }
 
     // Listeners on port 0 got their port only now: refuse providers and static replicas that
@@ -145,9 +130,17 @@ pub async fn run(
     let any_h2c = h2c.iter().any(|(_, on)| *on);
     let app = Arc::new(ProxyApp::new(router.clone(), settings, any_h2c));
     let edge = EdgeApp::new(app, h2c);
-    let mut service = Service::with_listeners("infergate".to_string(), listeners, edge);
-
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (exit_tx, exit_rx) = watch::channel(false);
+    let workers = Workers::start(
+        &sockets,
+        edge,
+        workers::default_count(),
+        stop_rx.clone(),
+        exit_rx,
+    )?;
+    drop(sockets);
+
     let admin_url = if config.admin.address.is_empty() {
         None
     } else {
@@ -171,7 +164,14 @@ pub async fn run(
             router: router.clone(),
             events: events.clone(),
             token,
-            metrics: Arc::new(move || crate::metrics::render(&prometheus, &metrics_router.load())),
+            metrics: Arc::new(move || {
+                let table = metrics_router.load();
+                let deployments = table.deployments.iter();
+                crate::metrics::render(
+                    &prometheus,
+                    deployments.map(|d| (d.name.as_str(), &*d.controller)),
+                )
+            }),
         });
         tokio::spawn(admin::serve(listener, state, stop_rx.clone()));
         Some((format!("http://{local}"), token_file))
@@ -198,12 +198,6 @@ pub async fn run(
         ),
         None => (None, String::new()),
     };
-
-    let service_stop = stop_rx.clone();
-    let fd_table: pingora::server::ListenFds = Arc::new(parking_lot::Mutex::new(fds));
-    let data_plane = tokio::spawn(async move {
-        service.start_service(Some(fd_table), service_stop, 1).await;
-    });
 
     let (token_line, live_state) = token_note
         .split_once("\n\n")
@@ -270,7 +264,9 @@ pub async fn run(
     deployments.shutdown().await;
     // The replica_stopped events of the shutdown reach the log file before the process ends.
     events.flush(&event_sink, Duration::from_secs(2)).await;
-    data_plane.abort();
+    let _ = exit_tx.send(true);
+    // Off the runtime: the workers' threads end at once now that `exit` is set.
+    let _ = tokio::task::spawn_blocking(move || workers.join()).await;
     tracing::info!("infergate stopped");
     Ok(())
 }

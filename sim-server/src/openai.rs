@@ -104,6 +104,14 @@ fn with_seq(mut resp: Response<SimBody>, seq: u64) -> Response<SimBody> {
     resp
 }
 
+/// Waits `d` — unless it is (next to) nothing: tokio's timer rounds every sleep up to its next
+/// millisecond tick, which would put a 1 ms floor under a server configured to answer at once.
+async fn pause(d: Duration) {
+    if d >= Duration::from_micros(50) {
+        tokio::time::sleep(d).await;
+    }
+}
+
 /// `/v1/chat/completions` and `/v1/completions`.
 pub(crate) async fn generate(
     state: Arc<SimState>,
@@ -151,8 +159,7 @@ pub(crate) async fn generate(
     if !stream {
         let permit = admit(&state).await;
         let guard = RunGuard::new(state.clone());
-        tokio::time::sleep(state.opts.ttft + per_token * (max_tokens.saturating_sub(1) as u32))
-            .await;
+        pause(state.opts.ttft + per_token * (max_tokens.saturating_sub(1) as u32)).await;
         let text: String = (0..max_tokens).map(token).collect();
         let choice = match kind {
             Kind::Chat => {
@@ -194,7 +201,7 @@ pub(crate) async fn generate(
             let v = json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice]});
             Bytes::from(format!("data: {v}\n\n"))
         };
-        tokio::time::sleep(state.opts.ttft).await;
+        pause(state.opts.ttft).await;
         if kind == Kind::Chat
             && tx
                 .send(chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null})))
@@ -205,7 +212,7 @@ pub(crate) async fn generate(
         }
         for i in 0..max_tokens {
             if i > 0 {
-                tokio::time::sleep(per_token).await;
+                pause(per_token).await;
             }
             let word = token(i);
             let choice = match kind {
@@ -295,7 +302,7 @@ pub(crate) async fn embeddings(state: Arc<SimState>, req: Request<Incoming>) -> 
     };
     let permit = admit(&state).await;
     let guard = RunGuard::new(state.clone());
-    tokio::time::sleep(state.opts.ttft).await;
+    pause(state.opts.ttft).await;
     let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let dim = state.opts.embedding_dim.max(1);
     let data: Vec<Value> = inputs

@@ -30,7 +30,10 @@ pub(crate) async fn transcribe(state: Arc<SimState>, req: Request<Incoming>) -> 
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let Some(boundary) = crate::multipart::boundary(content_type.as_deref()) else {
+    let Some(boundary) = content_type
+        .as_deref()
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+    else {
         return bad("expected multipart/form-data".into());
     };
     let body = match Limited::new(req.into_body(), MAX_UPLOAD).collect().await {

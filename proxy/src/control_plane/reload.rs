@@ -4,8 +4,8 @@
 //! in flight or waiting on the deployments that stay. An invalid file is refused with the field and
 //! the reason (log + event) and the running configuration stays.
 
-use crate::app::DataPlaneSettings;
-use crate::routing::RouteTable;
+use crate::data_plane::app::DataPlaneSettings;
+use crate::data_plane::routing::RouteTable;
 use arc_swap::ArcSwap;
 use infergate_config::Config;
 use infergate_fallback::Providers;

@@ -2,16 +2,15 @@
 //! external provider, trying providers by priority past open circuits, and streaming the chosen
 //! provider's answer back unchanged (SSE included) with `x-infergate-route: fallback/<name>`.
 
-use crate::routing::DeploymentEntry;
+use crate::data_plane::deployment::{DeploymentEntry, DeploymentFallback};
 use bytes::Bytes;
 use http::header;
 use http_body_util::BodyExt;
-use infergate_config::{FallbackConfig, FallbackWhen};
-use infergate_fallback::{Provider, Providers, RampBack};
+use infergate_config::FallbackWhen;
+use infergate_fallback::Provider;
 use infergate_scaler::{EventKind, Numbers, Serving};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Largest provider error body relayed (it is buffered to strip the provider key from it).
@@ -25,18 +24,6 @@ const HOP_BY_HOP: [&str; 5] = [
     "transfer-encoding",
     "upgrade",
 ];
-
-/// A deployment's fallback: its settings, its providers by priority and its ramp-back state.
-pub struct DeploymentFallback {
-    /// When and how.
-    pub config: FallbackConfig,
-    /// Providers, lowest priority number first.
-    pub providers: Vec<Arc<Provider>>,
-    /// The registry (the clock of the circuits).
-    pub registry: Arc<Providers>,
-    /// Gradual move back to our replicas.
-    pub ramp: RampBack,
-}
 
 /// What happened when the fallback was tried.
 pub enum FallbackResult {
@@ -59,21 +46,6 @@ pub enum FallbackResult {
 }
 
 impl DeploymentFallback {
-    /// Builds a deployment's fallback from its settings and the provider registry.
-    pub fn new(config: &FallbackConfig, registry: &Arc<Providers>) -> Self {
-        DeploymentFallback {
-            config: config.clone(),
-            providers: registry.ordered(&config.providers),
-            registry: registry.clone(),
-            ramp: RampBack::default(),
-        }
-    }
-
-    /// Whether the deployment falls back in this situation.
-    pub fn uses(&self, when: FallbackWhen) -> bool {
-        self.config.when.contains(&when)
-    }
-
     /// Why a request should go to a provider before it would queue for a replica, if it should:
     /// maintenance, hibernation, waking, no ready replica (cold start), or its share of traffic
     /// during the ramp back.

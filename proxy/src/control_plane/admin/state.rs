@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 
 /// JSON state of one deployment.
-pub fn deployment_state(d: &crate::routing::DeploymentEntry) -> Value {
+pub fn deployment_state(d: &crate::data_plane::deployment::DeploymentEntry) -> Value {
     let controller = &d.controller;
     let pool = controller.pool();
     let config = controller.config();
@@ -94,7 +94,7 @@ fn round3(v: f64) -> f64 {
 
 /// What maintenance does to this deployment's requests.
 fn maintenance_note(
-    d: &crate::routing::DeploymentEntry,
+    d: &crate::data_plane::deployment::DeploymentEntry,
     config: &infergate_config::DeploymentConfig,
 ) -> String {
     let bridged = d

@@ -9,7 +9,7 @@
 //! The idea (a deadline on the request head, a cap on connections) is nginx's
 //! `client_header_timeout`, `keepalive_timeout` and `worker_connections`.
 
-use crate::app::ProxyApp;
+use crate::data_plane::app::ProxyApp;
 use async_trait::async_trait;
 use pingora::apps::{
     HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp,
@@ -51,10 +51,12 @@ pub struct RawAnswer {
 }
 
 /// The listeners' server app: admission, sniffing and the HTTP/1.x loop around [`ProxyApp`].
+/// Cloned for each data-plane worker; the clones share the app and the connection count.
+#[derive(Clone)]
 pub struct EdgeApp {
     app: Arc<ProxyApp>,
     /// Each plain-text listener's bound address and whether it accepts h2c.
-    h2c: Vec<(std::net::SocketAddr, bool)>,
+    h2c: Arc<[(std::net::SocketAddr, bool)]>,
     open: Arc<AtomicU64>,
 }
 
@@ -74,7 +76,7 @@ impl EdgeApp {
     pub fn new(app: Arc<ProxyApp>, h2c: Vec<(std::net::SocketAddr, bool)>) -> Self {
         EdgeApp {
             app,
-            h2c,
+            h2c: h2c.into(),
             open: Arc::new(AtomicU64::new(0)),
         }
     }

@@ -10,7 +10,7 @@ mod state;
 
 pub use state::deployment_state;
 
-use crate::routing::RouteTable;
+use crate::data_plane::routing::RouteTable;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::StreamExt;

@@ -3,7 +3,7 @@
 //! running infergate's admin API. Human tables by default, `--json` for scripts; clear errors when
 //! the proxy is unreachable or the token is refused.
 
-use crate::admin_token::token_file;
+use crate::control_plane::admin_token::token_file;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use http_body_util::{BodyExt, Full};

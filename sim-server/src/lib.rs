@@ -1,4 +1,5 @@
-//! `infergate sim-server`: a simulated OpenAI-compatible model server.
+//! `infergate sim-server`: a simulated OpenAI-compatible model server (its own crate: the demo,
+//! the tests and the benchmarks all run it as `infergate sim-server`).
 //!
 //! It plays the GPU replica in demos, tests and benchmarks: a real HTTP server in a real process
 //! with a configurable cold start, time to first token and token rate, vLLM-named metrics, and

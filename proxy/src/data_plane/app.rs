@@ -1,27 +1,30 @@
-//! The data plane: a pingora HTTP application that reads a request, routes it to a deployment,
-//! holds it while no replica can take it, and hands it to `forward` (a replica) or
-//! `fallback_route` (a provider). Connections and request heads are `connection`'s.
+//! The request path, phase by phase: `handle` runs `route_and_proxy` — answers of its own
+//! (`/v1/models`, `/health`), read body, route, admit (the fallback before the queue, the
+//! maintenance hold), acquire a replica slot, forward, the fallback after a replica error — then
+//! logs. Connections and request heads are `connection`'s.
 //!
 //! Why not pingora's `ProxyHttp` phases: they pick the upstream before the body is read and replay
 //! at most 64 KiB of a body read early. Routing on the JSON `model` field of multi-megabyte prompts
 //! needs the whole body first, so this app drives pingora's server and client sessions directly,
-//! keeping pingora's listeners, TLS, HTTP/1.1 + HTTP/2 codecs and upstream connection pool.
+//! keeping pingora's listeners, TLS and HTTP/1.1 + HTTP/2 codecs (upstream connections are
+//! `upstream`'s).
 
-use crate::connection::ConnectionLimits;
-use crate::errors::ProxyError;
-use crate::fallback_route::{overload_wait, FallbackResult};
-use crate::forward::Forwarding;
-use crate::request_body::{is_json, model_of, read_request_body, BodyLimits};
-use crate::respond::{respond_error, respond_json};
-use crate::routing::{DeploymentEntry, RouteTable};
+use crate::data_plane::access_log;
+use crate::data_plane::connection::ConnectionLimits;
+use crate::data_plane::deployment::DeploymentEntry;
+use crate::data_plane::errors::ProxyError;
+use crate::data_plane::fallback::{overload_wait, FallbackResult};
+use crate::data_plane::forward::Forwarding;
+use crate::data_plane::request_body::{read_request_body, BodyLimits};
+use crate::data_plane::respond::{respond_error, respond_json};
+use crate::data_plane::route::{check_forwardable, route, Routed};
+use crate::data_plane::routing::RouteTable;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::Method;
 use infergate_config::FallbackWhen;
-use infergate_fallback::forwarded_by_us;
 use infergate_scaler::{Acquired, Serving};
 use pingora::apps::HttpServerOptions;
-use pingora::connectors::http::Connector;
 use pingora::protocols::http::ServerSession;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -57,7 +60,6 @@ impl DataPlaneSettings {
 pub struct ProxyApp {
     router: Arc<ArcSwap<RouteTable>>,
     pub(crate) settings: Arc<ArcSwap<DataPlaneSettings>>,
-    pub(crate) connector: Connector,
     pub(crate) server_options: HttpServerOptions,
     pub(crate) next_request_id: AtomicU64,
 }
@@ -95,7 +97,6 @@ impl ProxyApp {
         ProxyApp {
             router,
             settings,
-            connector: Connector::new(None),
             server_options,
             next_request_id: AtomicU64::new(1),
         }
@@ -123,24 +124,7 @@ impl ProxyApp {
                 }
             }
         };
-        match &deployment {
-            Some(d) => {
-                d.metrics.request(&outcome.route, outcome.status);
-                if let Some(waited) = outcome.queued {
-                    d.metrics.queue_wait(waited);
-                }
-            }
-            None => crate::metrics::request_without_deployment(&outcome.route, outcome.status),
-        }
-        tracing::info!(
-            method = %session.req_header().method,
-            path = session.req_header().uri.path(),
-            status = outcome.status,
-            route = %outcome.route,
-            queued_ms = outcome.queued.map(|d| d.as_millis() as u64),
-            duration_ms = started.elapsed().as_millis() as u64,
-            "request done"
-        );
+        access_log::record(session, deployment.as_deref(), &outcome, started);
         outcome.reusable
     }
 
@@ -195,65 +179,16 @@ impl ProxyApp {
         let limits = self.settings.load().body;
         let body = read_request_body(session, limits).await?;
 
-        let header_str = |name: &str| {
-            session
-                .req_header()
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-        };
-        let content_type = header_str("content-type");
-        let model = if body.is_empty() {
-            None
-        } else if let Some(boundary) = crate::multipart::boundary(content_type) {
-            crate::multipart::text_field(&body, &boundary, "model")
-                .await
-                .map_err(|e| ProxyError::BadBody(format!("multipart/form-data: {e}")))?
-        } else if is_json(content_type) {
-            model_of(&body)?
-        } else {
-            None
-        };
-        let host = header_str("host").or_else(|| session.req_header().uri.host());
-        let deployment_header = header_str("x-infergate-deployment");
-        let (deployment, strip_prefix) = match model.as_deref().and_then(|m| table.by_model(m)) {
-            Some(d) => {
-                let strip = table
-                    .prefix_route(&path)
-                    .filter(|r| Arc::ptr_eq(r.deployment, d))
-                    .map_or(0, |r| r.strip_prefix);
-                (d.clone(), strip)
-            }
-            None => match table.by_request(deployment_header, host, &path) {
-                Some(r) => (r.deployment.clone(), r.strip_prefix),
-                None => {
-                    return Err(match model {
-                        Some(m) => ProxyError::ModelNotFound(m),
-                        None if path.starts_with("/v1/") => ProxyError::ModelRequired,
-                        None => ProxyError::NoRoute {
-                            method: method.to_string(),
-                            path,
-                        },
-                    })
-                }
-            },
-        };
+        let routed = route(session, &table, &body, &path).await?;
         drop(table);
-        tracing::Span::current().record("deployment", deployment.name.as_str());
-        *routed_to = Some(deployment.clone());
-        let upstream_path = path
-            .get(strip_prefix..)
-            .filter(|p| !p.is_empty())
-            .unwrap_or("/");
-        if !deployment.config.route.allows_upstream_path(upstream_path) {
-            return Err(ProxyError::PathNotForwarded {
-                deployment: deployment.name.clone(),
-                path: upstream_path.to_string(),
-            });
-        }
-        if forwarded_by_us(&session.req_header().headers) {
-            return Err(ProxyError::LoopDetected);
-        }
+        tracing::Span::current().record("deployment", routed.deployment.name.as_str());
+        *routed_to = Some(routed.deployment.clone());
+        check_forwardable(session, &routed, &path)?;
+        let Routed {
+            deployment,
+            strip_prefix,
+            model,
+        } = routed;
 
         let controller = &deployment.controller;
         controller.note_request();

@@ -1,7 +1,7 @@
 //! Answers the proxy writes itself: complete JSON responses and OpenAI-style errors (with a
 //! lingering close when the client is still sending a body we refused).
 
-use crate::errors::ProxyError;
+use crate::data_plane::errors::ProxyError;
 use bytes::Bytes;
 use http::{header, StatusCode};
 use pingora::http::ResponseHeader;

@@ -1,7 +1,7 @@
 //! Reading the request body before routing: bounded by the configured limit, and the `model`
 //! field extracted without building a JSON tree (serde skips every other field as it scans).
 
-use crate::errors::ProxyError;
+use crate::data_plane::errors::ProxyError;
 use bytes::{Bytes, BytesMut};
 use pingora::protocols::http::ServerSession;
 use serde::Deserialize;

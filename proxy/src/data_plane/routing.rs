@@ -2,27 +2,13 @@
 //! `x-infergate-deployment` header, else by host or path prefix. The table is immutable and swapped
 //! whole (`ArcSwap`) on reload, so lookups take no lock.
 
-use crate::fallback_route::DeploymentFallback;
+use crate::data_plane::deployment::{DeploymentEntry, DeploymentFallback};
 use crate::metrics::DeploymentMetrics;
-use infergate_config::{Config, DeploymentConfig};
+use infergate_config::Config;
 use infergate_fallback::Providers;
 use infergate_scaler::Controller;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// A deployment as the data plane sees it.
-pub struct DeploymentEntry {
-    /// Public name.
-    pub name: String,
-    /// Settings in force when the table was built (limits, timeouts, aliases).
-    pub config: Arc<DeploymentConfig>,
-    /// The controller, whose pool hands out replica slots.
-    pub controller: Arc<Controller>,
-    /// External providers that answer while replicas cannot, if configured.
-    pub fallback: Option<DeploymentFallback>,
-    /// Its Prometheus handles.
-    pub metrics: DeploymentMetrics,
-}
 
 /// The routing table.
 #[derive(Default)]

@@ -3,9 +3,10 @@
 //! must see it, and stream the answer back chunk by chunk — aborting, never ending cleanly, when
 //! the replica fails or goes silent mid-response.
 
-use crate::app::{Outcome, ProxyApp};
-use crate::errors::ProxyError;
-use crate::routing::DeploymentEntry;
+use crate::data_plane::app::{Outcome, ProxyApp};
+use crate::data_plane::deployment::DeploymentEntry;
+use crate::data_plane::errors::ProxyError;
+use crate::data_plane::upstream;
 use bytes::Bytes;
 use http::{header, Method};
 use infergate_fallback::headers::connection_tokens;
@@ -13,11 +14,7 @@ use infergate_fallback::{marker_value, FORWARDED_MARKER, HOP_BY_HOP_REQUEST_HEAD
 use infergate_scaler::{AcquireError, Acquired, EventKind, Numbers, Replica};
 use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
-use pingora::upstreams::peer::HttpPeer;
-use std::time::{Duration, Instant};
-
-/// How long an idle upstream connection stays pooled; below uvicorn's (vLLM's) 5 s keep-alive.
-const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(4);
+use std::time::Instant;
 
 /// Most connects one request tries (each refused one ejects a replica) before it gets a 502.
 const MAX_CONNECT_ATTEMPTS: u32 = 8;
@@ -60,12 +57,12 @@ impl ProxyApp {
         // until a health check passes) and the request moves to another ready replica, or —
         // unless the fallback answers replica errors — back to the front of the queue.
         let mut attempts = 0u32;
-        let (mut upstream, peer) = loop {
+        let mut upstream = loop {
             let replica = slot.replica().clone();
-            let mut peer = HttpPeer::new(replica.addr, false, String::new());
-            peer.options.connection_timeout = Some(config.upstream.connect_timeout.get());
-            let error = match self.connector.get_http_session(&peer).await {
-                Ok((up, _reused)) => break (up, peer),
+            let error = match upstream::connect(replica.addr, config.upstream.connect_timeout.get())
+                .await
+            {
+                Ok((up, _reused)) => break up,
                 Err(e) => e,
             };
             attempts += 1;
@@ -132,35 +129,41 @@ impl ProxyApp {
             deployment: deployment.name.clone(),
             reason: e.to_string(),
         };
-        // From here on bytes may have reached the model: no retries.
+        // From here on bytes may have reached the model: no retries. The head waits for the
+        // body; both leave with the flush that finishes the body.
+        upstream.hold_writes();
         upstream
+            .session
             .write_request_header(Box::new(request))
             .await
             .map_err(upstream_failed)?;
         if !body.is_empty() {
             upstream
-                .write_request_body(body, true)
+                .session
+                .write_body(&body)
                 .await
                 .map_err(upstream_failed)?;
         }
+        upstream.release_writes();
         upstream
-            .finish_request_body()
+            .session
+            .finish_body()
             .await
             .map_err(upstream_failed)?;
 
         let header = tokio::select! {
-            r = tokio::time::timeout(config.upstream.response_timeout.get(), upstream.read_response_header()) => r,
+            r = tokio::time::timeout(config.upstream.response_timeout.get(), upstream.session.read_response()) => r,
             _ = session.read_body_or_idle(true) => {
                 tracing::info!(replica = %replica.id, "client left before the response started; cancelling upstream");
                 return Ok(Outcome::client_gone(route, 499, queued));
             }
         };
         match header {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(upstream_failed(e)),
             Err(_) => return Err(ProxyError::UpstreamTimeout(deployment.name.clone())),
         }
-        let Some(upstream_header) = upstream.response_header() else {
+        let Some(upstream_header) = upstream.session.resp_header() else {
             return Err(ProxyError::UpstreamFailed {
                 deployment: deployment.name.clone(),
                 reason: "no response header".into(),
@@ -200,7 +203,7 @@ impl ProxyApp {
                 // request on this connection, which the idle probe must not mistake for a
                 // disconnect; a finished upstream body resolves at once and ends the loop.
                 biased;
-                chunk = tokio::time::timeout(idle, upstream.read_response_body()) => match chunk {
+                chunk = tokio::time::timeout(idle, upstream.session.read_body_bytes()) => match chunk {
                     Ok(Ok(Some(data))) => {
                         if session.write_response_body(data, false).await.is_err() {
                             tracing::info!(replica = %replica.id, "client disconnected mid-response; cancelling upstream");
@@ -224,10 +227,8 @@ impl ProxyApp {
             }
         }
         let finished = session.finish_body().await.is_ok();
-        if upstream.response_done() {
-            self.connector
-                .release_http_session(upstream, &peer, Some(UPSTREAM_POOL_IDLE))
-                .await;
+        if upstream.session.is_body_done() {
+            upstream.release().await;
         }
         drop(slot);
         Ok(Outcome {

@@ -1,0 +1,106 @@
+//! Phase 3, route: which deployment a request is for — its `model` (JSON field or multipart form
+//! field, read from the body already in memory), else the `x-infergate-deployment` header, the
+//! host or the path prefix — and whether its path may reach that deployment's replicas.
+
+use crate::data_plane::deployment::DeploymentEntry;
+use crate::data_plane::errors::ProxyError;
+use crate::data_plane::request_body::{is_json, model_of};
+use crate::data_plane::routing::RouteTable;
+use bytes::Bytes;
+use infergate_fallback::forwarded_by_us;
+use pingora::protocols::http::ServerSession;
+use std::sync::Arc;
+
+/// Where a request goes.
+pub(crate) struct Routed {
+    /// The deployment.
+    pub(crate) deployment: Arc<DeploymentEntry>,
+    /// Length of the deployment's path prefix to strip upstream.
+    pub(crate) strip_prefix: usize,
+    /// The `model` the request named, if any.
+    pub(crate) model: Option<String>,
+}
+
+/// Finds the deployment of a request whose body was read; 404 for an unknown model, 400 for a
+/// `/v1/` request without one, 404 for a path no deployment serves.
+pub(crate) async fn route(
+    session: &ServerSession,
+    table: &RouteTable,
+    body: &Bytes,
+    path: &str,
+) -> Result<Routed, ProxyError> {
+    let method = &session.req_header().method;
+    let header_str = |name: &str| {
+        session
+            .req_header()
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+    };
+    let content_type = header_str("content-type");
+    let model = if body.is_empty() {
+        None
+    } else if let Some(boundary) = crate::data_plane::multipart::boundary(content_type) {
+        crate::data_plane::multipart::text_field(body, &boundary, "model")
+            .await
+            .map_err(|e| ProxyError::BadBody(format!("multipart/form-data: {e}")))?
+    } else if is_json(content_type) {
+        model_of(body)?
+    } else {
+        None
+    };
+    let host = header_str("host").or_else(|| session.req_header().uri.host());
+    let deployment_header = header_str("x-infergate-deployment");
+    let (deployment, strip_prefix) = match model.as_deref().and_then(|m| table.by_model(m)) {
+        Some(d) => {
+            let strip = table
+                .prefix_route(path)
+                .filter(|r| Arc::ptr_eq(r.deployment, d))
+                .map_or(0, |r| r.strip_prefix);
+            (d.clone(), strip)
+        }
+        None => match table.by_request(deployment_header, host, path) {
+            Some(r) => (r.deployment.clone(), r.strip_prefix),
+            None => {
+                return Err(match model {
+                    Some(m) => ProxyError::ModelNotFound(m),
+                    None if path.starts_with("/v1/") => ProxyError::ModelRequired,
+                    None => ProxyError::NoRoute {
+                        method: method.to_string(),
+                        path: path.to_string(),
+                    },
+                })
+            }
+        },
+    };
+    Ok(Routed {
+        deployment,
+        strip_prefix,
+        model,
+    })
+}
+
+/// Refuses what must not reach a replica of the deployment: a path outside `/v1/*` and
+/// `route.passthrough` (404), a request that already passed through this proxy (508).
+pub(crate) fn check_forwardable(
+    session: &ServerSession,
+    routed: &Routed,
+    path: &str,
+) -> Result<(), ProxyError> {
+    let (deployment, strip_prefix) = (&routed.deployment, routed.strip_prefix);
+    let upstream_path = path
+        .get(strip_prefix..)
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
+    if !deployment.config.route.allows_upstream_path(upstream_path) {
+        return Err(ProxyError::PathNotForwarded {
+            deployment: deployment.name.clone(),
+            path: upstream_path.to_string(),
+        });
+    }
+    if forwarded_by_us(&session.req_header().headers) {
+        return Err(ProxyError::LoopDetected);
+    }
+
+    Ok(())
+}
