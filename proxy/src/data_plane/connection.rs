@@ -18,6 +18,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
+use pingora_timeout::fast_timeout::fast_timeout;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -182,7 +183,7 @@ async fn sniff(stream: Stream, h2c: bool, deadline: Duration) -> Option<(Stream,
     let mut tcp: Box<TcpStream> = stream.into_any().downcast().ok()?;
     let mut buf = [0u8; H2_PREFACE.len()];
     let mut n = 0;
-    let read = tokio::time::timeout(deadline, async {
+    let read = fast_timeout(deadline, async {
         loop {
             let got = tcp.read(&mut buf[n..]).await?;
             if got == 0 {
@@ -303,7 +304,7 @@ pub async fn write_raw(stream: &mut Stream, answer: &RawAnswer) {
         stream.flush().await?;
         stream.shutdown().await
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), write).await;
+    let _ = fast_timeout(Duration::from_secs(2), write).await;
 }
 
 impl ProxyApp {
@@ -331,7 +332,7 @@ impl ProxyApp {
         let waiting_since = kept_alive.then(Instant::now);
         let read = tokio::select! {
             biased;
-            r = tokio::time::timeout(budget, session.read_request()) => r,
+            r = fast_timeout(budget, session.read_request()) => r,
             _ = shutdown_rx.wait_for(|stopping| *stopping) => return None,
         };
         let answer = match read {

@@ -11,6 +11,7 @@ use infergate_fallback::Provider;
 use infergate_scaler::{EventKind, Numbers, Serving};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
+use pingora_timeout::fast_timeout::fast_timeout;
 use std::time::{Duration, Instant};
 
 /// Largest provider error body relayed (it is buffered to strip the provider key from it).
@@ -232,7 +233,7 @@ async fn relay(
     if !(200..300).contains(&status) {
         let mut buffered = Vec::new();
         while buffered.len() < MAX_ERROR_BODY {
-            match tokio::time::timeout(idle, body.frame()).await {
+            match fast_timeout(idle, body.frame()).await {
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         buffered.extend_from_slice(&data);
@@ -281,7 +282,7 @@ async fn relay(
     loop {
         tokio::select! {
             biased;
-            frame = tokio::time::timeout(idle, body.frame()) => match frame {
+            frame = fast_timeout(idle, body.frame()) => match frame {
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         let clean = Bytes::from(redactor.push(&data));

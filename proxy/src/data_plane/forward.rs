@@ -14,6 +14,7 @@ use infergate_fallback::{marker_value, FORWARDED_MARKER, HOP_BY_HOP_REQUEST_HEAD
 use infergate_scaler::{AcquireError, Acquired, EventKind, Numbers, Replica};
 use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
+use pingora_timeout::fast_timeout::fast_timeout;
 use std::time::Instant;
 
 /// Most connects one request tries (each refused one ejects a replica) before it gets a 502.
@@ -152,7 +153,7 @@ impl ProxyApp {
             .map_err(upstream_failed)?;
 
         let header = tokio::select! {
-            r = tokio::time::timeout(config.upstream.response_timeout.get(), upstream.session.read_response()) => r,
+            r = fast_timeout(config.upstream.response_timeout.get(), upstream.session.read_response()) => r,
             _ = session.read_body_or_idle(true) => {
                 tracing::info!(replica = %replica.id, "client left before the response started; cancelling upstream");
                 return Ok(Outcome::client_gone(route, 499, queued));
@@ -203,7 +204,7 @@ impl ProxyApp {
                 // request on this connection, which the idle probe must not mistake for a
                 // disconnect; a finished upstream body resolves at once and ends the loop.
                 biased;
-                chunk = tokio::time::timeout(idle, upstream.session.read_body_bytes()) => match chunk {
+                chunk = fast_timeout(idle, upstream.session.read_body_bytes()) => match chunk {
                     Ok(Ok(Some(data))) => {
                         if session.write_response_body(data, false).await.is_err() {
                             tracing::info!(replica = %replica.id, "client disconnected mid-response; cancelling upstream");

@@ -4,6 +4,7 @@
 use crate::data_plane::errors::ProxyError;
 use bytes::{Bytes, BytesMut};
 use pingora::protocols::http::ServerSession;
+use pingora_timeout::fast_timeout::fast_timeout;
 use serde::Deserialize;
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -99,7 +100,7 @@ async fn read_bounded(
             };
         let left = allowed.saturating_sub(started.elapsed());
         let wait = left.min(limits.read_timeout);
-        let read = match tokio::time::timeout(wait, session.read_request_body()).await {
+        let read = match fast_timeout(wait, session.read_request_body()).await {
             Ok(read) => read,
             Err(_) => {
                 return Err(ProxyError::BodyTimeout {

@@ -266,3 +266,7 @@ impl AsyncWrite for CoalescingSocket {
         Pin::new(&mut this.tcp).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+#[path = "upstream_tests.rs"]
+mod tests;
