@@ -24,6 +24,10 @@ struct Opts {
     /// change, in one interleaved run).
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// `RUST_LOG` of the baseline (`info` turns the access log on: what it costs, measured
+    /// against the same binary at `warn` with `--baseline target/release/infergate`).
+    #[arg(long, default_value = "warn")]
+    baseline_log: String,
     /// The virtualenv holding vllm-router and litellm (bench.sh makes it).
     #[arg(long, default_value = "target/bench-venv")]
     venv: PathBuf,
@@ -72,7 +76,7 @@ fn sim_server(infergate: &Path, tokens_per_s: &str) -> (Running, String) {
     (running, url.trim_start_matches("http://").to_string())
 }
 
-fn infergate(binary: &Path, upstream: &str, dir: &Path, tag: &str) -> (Running, String) {
+fn infergate(binary: &Path, log: &str, upstream: &str, dir: &Path, tag: &str) -> (Running, String) {
     let config = dir.join(format!("infergate-{tag}.toml"));
     let mut f = std::fs::File::create(&config).expect("config");
     write!(
@@ -82,7 +86,8 @@ fn infergate(binary: &Path, upstream: &str, dir: &Path, tag: &str) -> (Running, 
     )
     .expect("write config");
     let mut c = Command::new(binary);
-    c.arg("--config").arg(&config).env("RUST_LOG", "warn");
+    // stderr goes nowhere, but every line is still formatted and written.
+    c.arg("--config").arg(&config).env("RUST_LOG", log);
     let (running, url) = start(c, "listening on");
     std::thread::sleep(Duration::from_millis(800)); // the static replica passes its health check
     (running, url.trim_start_matches("http://").to_string())
@@ -105,13 +110,19 @@ fn targets(opts: &Opts, upstream: &str, dir: &Path, tag: &str, litellm: bool) ->
     if let Some(before) = &opts.baseline {
         push(
             "before",
-            Some(infergate(before, upstream, dir, &format!("{tag}-before"))),
+            Some(infergate(
+                before,
+                &opts.baseline_log,
+                upstream,
+                dir,
+                &format!("{tag}-before"),
+            )),
         );
     }
     if wanted("infergate") {
         push(
             "infergate",
-            Some(infergate(&opts.infergate, upstream, dir, tag)),
+            Some(infergate(&opts.infergate, "warn", upstream, dir, tag)),
         );
     }
     let peer_dir = dir.join(tag);
