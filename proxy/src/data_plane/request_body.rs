@@ -178,12 +178,19 @@ pub fn is_json(content_type: Option<&str>) -> bool {
     match content_type {
         None => true,
         Some(ct) => {
-            let ct = ct.to_ascii_lowercase();
+            // Checked on every request: compared in place, no lower-cased copy.
+            let starts = |prefix: &str| {
+                ct.get(..prefix.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+            };
             // curl -d sends form-urlencoded by default; OpenAI bodies are JSON whatever it says.
-            ct.starts_with("application/json")
-                || ct.contains("+json")
-                || ct.starts_with("text/plain")
-                || ct.starts_with("application/x-www-form-urlencoded")
+            starts("application/json")
+                || ct
+                    .as_bytes()
+                    .windows(5)
+                    .any(|w| w.eq_ignore_ascii_case(b"+json"))
+                || starts("text/plain")
+                || starts("application/x-www-form-urlencoded")
         }
     }
 }

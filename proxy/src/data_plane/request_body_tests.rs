@@ -62,3 +62,24 @@ fn encoded_bodies_are_decoded_within_the_limit() {
         Err(ProxyError::BadBody(_))
     ));
 }
+
+#[test]
+fn json_content_types_are_recognised_in_any_case() {
+    for ct in [
+        "application/json",
+        "Application/JSON; charset=utf-8",
+        "application/vnd.api+JSON",
+        "text/plain",
+        "APPLICATION/X-WWW-FORM-URLENCODED",
+    ] {
+        assert!(is_json(Some(ct)), "{ct}");
+    }
+    assert!(is_json(None));
+    for ct in [
+        "multipart/form-data; boundary=x",
+        "application/octet-stream",
+        "json",
+    ] {
+        assert!(!is_json(Some(ct)), "{ct}");
+    }
+}
