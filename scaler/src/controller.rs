@@ -192,12 +192,15 @@ impl Controller {
     }
 
     /// Counts a request for this deployment (whatever answers it); a hibernated deployment's
-    /// controller is woken at once to count towards `wake_after_requests`.
-    pub fn note_request(&self) {
+    /// controller is woken at once to count towards `wake_after_requests`. Returns the serving
+    /// state the request found — read once, before the wake-up it causes can change it.
+    pub fn note_request(&self) -> Serving {
         self.arrivals.fetch_add(1, Ordering::Relaxed);
-        if self.serving() == Serving::Hibernated {
+        let serving = self.serving();
+        if serving == Serving::Hibernated {
             self.pool.demand().notify_one();
         }
+        serving
     }
 
     /// Hibernates by hand: zero replicas until requests wake it or `resume`.

@@ -191,8 +191,9 @@ impl ProxyApp {
         } = routed;
 
         let controller = &deployment.controller;
-        controller.note_request();
-        let serving = controller.serving();
+        // The state this request found: the controller its arrival wakes may move on at once
+        // (on another thread), and the fallback's reason must say why this request went there.
+        let serving = controller.note_request();
         if serving == Serving::Deactivated {
             return Err(ProxyError::Deactivated(deployment.name.clone()));
         }
