@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Lifecycle state of a replica (SPEC §1).
@@ -49,6 +50,9 @@ impl ReplicaState {
 pub struct Replica {
     /// Stable id, shown in `x-infergate-route: replica/<id>`.
     pub id: String,
+    /// `replica/<id>`, made once: the route every request it answers is logged and labelled
+    /// under (no string built per request).
+    route: Arc<str>,
     /// Where the model server listens.
     pub addr: SocketAddr,
     state: AtomicU8,
@@ -73,6 +77,7 @@ impl Replica {
     /// (the scale-up decision, which its cold start is measured from).
     pub fn asked_for(id: String, addr: SocketAddr, order: u64, decided: Instant) -> Self {
         Replica {
+            route: Arc::from(format!("replica/{id}")),
             id,
             addr,
             state: AtomicU8::new(ReplicaState::Starting as u8),
@@ -82,6 +87,11 @@ impl Replica {
             cold_start_ms: AtomicU64::new(0),
             ejected: AtomicBool::new(false),
         }
+    }
+
+    /// `replica/<id>`, as `x-infergate-route` shows it.
+    pub fn route(&self) -> &Arc<str> {
+        &self.route
     }
 
     /// Marks the replica ready and records its cold start (decision → now).

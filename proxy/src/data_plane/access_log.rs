@@ -15,12 +15,12 @@ pub(crate) fn record(
 ) {
     match deployment {
         Some(d) => {
-            d.metrics.request(&outcome.route, outcome.status);
+            d.metrics.request(outcome.route.as_str(), outcome.status);
             if let Some(waited) = outcome.queued {
                 d.metrics.queue_wait(waited);
             }
         }
-        None => crate::metrics::request_without_deployment(&outcome.route, outcome.status),
+        None => crate::metrics::request_without_deployment(outcome.route.as_str(), outcome.status),
     }
     tracing::info!(
         method = %session.req_header().method,

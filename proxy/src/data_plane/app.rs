@@ -64,17 +64,50 @@ pub struct ProxyApp {
     pub(crate) next_request_id: AtomicU64,
 }
 
+/// Where a request went (`x-infergate-route`, the access log, the metrics' `route` label):
+/// proxy-level names are static and replica and provider names are shared, so naming the route
+/// of a request allocates nothing.
+#[derive(Debug, Clone)]
+pub(crate) enum RouteName {
+    /// The proxy itself (`proxy`, `queue`).
+    Proxy(&'static str),
+    /// `replica/<id>` or `fallback/<provider>`.
+    Shared(Arc<str>),
+}
+
+impl RouteName {
+    /// The name as text.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            RouteName::Proxy(s) => s,
+            RouteName::Shared(s) => s,
+        }
+    }
+}
+
+impl From<&'static str> for RouteName {
+    fn from(s: &'static str) -> Self {
+        RouteName::Proxy(s)
+    }
+}
+
+impl std::fmt::Display for RouteName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a request ended, for the access log.
 pub(crate) struct Outcome {
     pub(crate) status: u16,
-    pub(crate) route: String,
+    pub(crate) route: RouteName,
     pub(crate) queued: Option<Duration>,
     pub(crate) reusable: bool,
 }
 
 impl Outcome {
     /// The client went away (or the response was cut): the connection cannot be reused.
-    pub(crate) fn client_gone(route: String, status: u16, queued: Option<Duration>) -> Self {
+    pub(crate) fn client_gone(route: RouteName, status: u16, queued: Option<Duration>) -> Self {
         Outcome {
             status,
             route,
@@ -135,55 +168,18 @@ impl ProxyApp {
         started: Instant,
         routed_to: &mut Option<Arc<DeploymentEntry>>,
     ) -> Result<Outcome, ProxyError> {
-        let method = session.req_header().method.clone();
-        let path = session.req_header().uri.path().to_string();
         let table = self.router.load_full();
-
-        if method == Method::GET && (path == "/v1/models" || path == "/models") {
-            let ok = respond_json(session, 200, Bytes::from(table.models_json()), &[]).await;
-            return Ok(Outcome {
-                status: 200,
-                route: "proxy".into(),
-                queued: None,
-                reusable: ok,
-            });
-        }
-        if method == Method::GET {
-            if let Some(id) = path.strip_prefix("/v1/models/") {
-                let body = table
-                    .model_json(id)
-                    .ok_or_else(|| ProxyError::ModelNotFound(id.to_string()))?;
-                let ok = respond_json(session, 200, Bytes::from(body), &[]).await;
-                return Ok(Outcome {
-                    status: 200,
-                    route: "proxy".into(),
-                    queued: None,
-                    reusable: ok,
-                });
-            }
-            if path == "/health" || path == "/healthz" {
-                let ok = respond_json(session, 200, Bytes::from_static(br#"{"status":"ok"}"#), &[])
-                    .await;
-                return Ok(Outcome {
-                    status: 200,
-                    route: "proxy".into(),
-                    queued: None,
-                    reusable: ok,
-                });
-            }
-        }
-
-        if method == Method::CONNECT || method == Method::TRACE {
-            return Err(ProxyError::MethodNotAllowed(method.to_string()));
+        if let Some(outcome) = answer_locally(session, &table).await? {
+            return Ok(outcome);
         }
         let limits = self.settings.load().body;
         let body = read_request_body(session, limits).await?;
 
-        let routed = route(session, &table, &body, &path).await?;
+        let routed = route(session, &table, &body).await?;
         drop(table);
         tracing::Span::current().record("deployment", routed.deployment.name.as_str());
         *routed_to = Some(routed.deployment.clone());
-        check_forwardable(session, &routed, &path)?;
+        check_forwardable(session, &routed)?;
         let Routed {
             deployment,
             strip_prefix,
@@ -208,8 +204,8 @@ impl ProxyApp {
             );
             if let Some(reason) = reason {
                 if let Some(outcome) = answered(
-                    fb.serve(session, &deployment, &body, model, reason, started)
-                        .await,
+                    // Boxed, as every fallback call: the common path need not carry its state.
+                    Box::pin(fb.serve(session, &deployment, &body, model, reason, started)).await,
                 )? {
                     return Ok(outcome);
                 }
@@ -240,9 +236,15 @@ impl ProxyApp {
             Some(wait) => match self.acquire(session, &deployment, wait).await {
                 Err(ProxyError::QueueTimeout { .. }) => {
                     if let Some(fb) = fallback {
-                        let served = fb
-                            .serve(session, &deployment, &body, model, "overloaded", started)
-                            .await;
+                        let served = Box::pin(fb.serve(
+                            session,
+                            &deployment,
+                            &body,
+                            model,
+                            "overloaded",
+                            started,
+                        ))
+                        .await;
                         if let Some(outcome) = answered(served)? {
                             return Ok(outcome);
                         }
@@ -270,9 +272,15 @@ impl ProxyApp {
         match (forwarded, on_replica_error) {
             (Err(e), Some(fb)) if e.is_replica_error() => {
                 tracing::warn!(deployment = %deployment.name, error = %e, "replica failed before answering; trying the fallback");
-                let served = fb
-                    .serve(session, &deployment, &body, model, "replica_error", started)
-                    .await;
+                let served = Box::pin(fb.serve(
+                    session,
+                    &deployment,
+                    &body,
+                    model,
+                    "replica_error",
+                    started,
+                ))
+                .await;
                 answered(served)?.ok_or(e)
             }
             (result, _) => result,
@@ -309,7 +317,7 @@ fn answered(result: FallbackResult) -> Result<Option<Outcome>, ProxyError> {
             reusable,
         } => Ok(Some(Outcome {
             status,
-            route,
+            route: RouteName::Shared(route.into()),
             queued: None,
             reusable,
         })),
@@ -318,4 +326,46 @@ fn answered(result: FallbackResult) -> Result<Option<Outcome>, ProxyError> {
         } => Err(ProxyError::ProviderRefusedKey { provider, status }),
         FallbackResult::Unavailable { refused_key: None } => Ok(None),
     }
+}
+
+/// Phase 0: the answers the proxy gives itself (`/v1/models`, `/v1/models/<id>`, `/health`) and
+/// the methods it refuses; `None` sends the request on to be routed.
+async fn answer_locally(
+    session: &mut ServerSession,
+    table: &RouteTable,
+) -> Result<Option<Outcome>, ProxyError> {
+    let (body, method_refused) = {
+        let req = session.req_header();
+        let (method, path) = (&req.method, req.uri.path());
+        let body = if *method != Method::GET {
+            None
+        } else if path == "/v1/models" || path == "/models" {
+            Some(Bytes::from(table.models_json()))
+        } else if let Some(id) = path.strip_prefix("/v1/models/") {
+            let json = table
+                .model_json(id)
+                .ok_or_else(|| ProxyError::ModelNotFound(id.to_string()))?;
+            Some(Bytes::from(json))
+        } else if path == "/health" || path == "/healthz" {
+            Some(Bytes::from_static(br#"{"status":"ok"}"#))
+        } else {
+            None
+        };
+        let refused =
+            (*method == Method::CONNECT || *method == Method::TRACE).then(|| method.to_string());
+        (body, refused)
+    };
+    if let Some(method) = method_refused {
+        return Err(ProxyError::MethodNotAllowed(method));
+    }
+    let Some(body) = body else {
+        return Ok(None);
+    };
+    let ok = respond_json(session, 200, body, &[]).await;
+    Ok(Some(Outcome {
+        status: 200,
+        route: "proxy".into(),
+        queued: None,
+        reusable: ok,
+    }))
 }

@@ -3,16 +3,13 @@
 //! must see it, and stream the answer back chunk by chunk — aborting, never ending cleanly, when
 //! the replica fails or goes silent mid-response.
 
-use crate::data_plane::app::{Outcome, ProxyApp};
+use crate::data_plane::app::{Outcome, ProxyApp, RouteName};
 use crate::data_plane::deployment::DeploymentEntry;
 use crate::data_plane::errors::ProxyError;
-use crate::data_plane::upstream;
+use crate::data_plane::upstream::{self, UpstreamError};
 use bytes::Bytes;
-use http::{header, Method};
-use infergate_fallback::headers::connection_tokens;
-use infergate_fallback::{marker_value, FORWARDED_MARKER, HOP_BY_HOP_REQUEST_HEADERS};
-use infergate_scaler::{AcquireError, Acquired, EventKind, Numbers, Replica};
-use pingora::http::RequestHeader;
+use http::Method;
+use infergate_scaler::{AcquireError, Acquired, EventKind, Numbers};
 use pingora::protocols::http::ServerSession;
 use pingora_timeout::fast_timeout::fast_timeout;
 use std::time::Instant;
@@ -112,75 +109,56 @@ impl ProxyApp {
             }
         };
         let replica = slot.replica().clone();
-        let route = format!("replica/{}", replica.id);
+        let route = RouteName::Shared(replica.route().clone());
 
-        let request = upstream_request(
+        let head = upstream::request::encode(
             session.req_header(),
-            &body,
-            strip_prefix,
-            &config.upstream.strip_headers,
-            &replica,
-            request_id,
+            &upstream::request::HeadPlan {
+                body_len: body.len(),
+                strip_prefix,
+                strip_headers: &config.upstream.strip_headers,
+                replica: replica.addr,
+                request_id,
+            },
         )
         .map_err(|reason| ProxyError::UpstreamFailed {
             deployment: deployment.name.clone(),
             reason,
         })?;
-        let upstream_failed = |e: Box<pingora::Error>| ProxyError::UpstreamFailed {
+        let upstream_failed = |e: UpstreamError| ProxyError::UpstreamFailed {
             deployment: deployment.name.clone(),
             reason: e.to_string(),
         };
-        // From here on bytes may have reached the model: no retries. The head waits for the
-        // body; both leave with the flush that finishes the body.
-        upstream.hold_writes();
-        upstream
-            .session
-            .write_request_header(Box::new(request))
-            .await
-            .map_err(upstream_failed)?;
-        if !body.is_empty() {
-            upstream
-                .session
-                .write_body(&body)
-                .await
-                .map_err(upstream_failed)?;
+        // From here on bytes may have reached the model: no retries. Head and body leave in
+        // one write.
+        let response_timeout = config.upstream.response_timeout.get();
+        let is_head = session.req_header().method == Method::HEAD;
+        match fast_timeout(response_timeout, upstream.send(&head, &body, is_head)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(upstream_failed(e.into())),
+            Err(_) => return Err(ProxyError::UpstreamTimeout(deployment.name.clone())),
         }
-        upstream.release_writes();
-        upstream
-            .session
-            .finish_body()
-            .await
-            .map_err(upstream_failed)?;
+        drop(head);
 
         let header = tokio::select! {
-            r = fast_timeout(config.upstream.response_timeout.get(), upstream.session.read_response()) => r,
+            r = fast_timeout(response_timeout, upstream.read_head()) => r,
             _ = session.read_body_or_idle(true) => {
                 tracing::info!(replica = %replica.id, "client left before the response started; cancelling upstream");
                 return Ok(Outcome::client_gone(route, 499, queued));
             }
         };
-        match header {
-            Ok(Ok(_)) => {}
+        let mut response = match header {
+            Ok(Ok(h)) => h,
             Ok(Err(e)) => return Err(upstream_failed(e)),
             Err(_) => return Err(ProxyError::UpstreamTimeout(deployment.name.clone())),
-        }
-        let Some(upstream_header) = upstream.session.resp_header() else {
-            return Err(ProxyError::UpstreamFailed {
-                deployment: deployment.name.clone(),
-                reason: "no response header".into(),
-            });
         };
-        let status = upstream_header.status.as_u16();
+        let status = response.status.as_u16();
         if hold_server_errors && status >= 500 {
             // Nothing reached the client yet: the fallback answers instead.
             return Err(ProxyError::ReplicaStatus {
                 deployment: deployment.name.clone(),
                 status,
             });
-        }
-        let mut response = upstream_header.clone();
-        for name in ["connection", "keep-alive", "proxy-connection"] {
-            response.remove_header(name);
         }
         let _ = response.insert_header("x-infergate-route", route.as_str());
         if let Some(q) = queued {
@@ -195,7 +173,7 @@ impl ProxyApp {
         }
         deployment
             .metrics
-            .time_to_first_byte(&route, started.elapsed());
+            .time_to_first_byte(route.as_str(), started.elapsed());
 
         let idle = config.upstream.idle_timeout.get();
         loop {
@@ -204,7 +182,7 @@ impl ProxyApp {
                 // request on this connection, which the idle probe must not mistake for a
                 // disconnect; a finished upstream body resolves at once and ends the loop.
                 biased;
-                chunk = fast_timeout(idle, upstream.session.read_body_bytes()) => match chunk {
+                chunk = fast_timeout(idle, upstream.read_body()) => match chunk {
                     Ok(Ok(Some(data))) => {
                         if session.write_response_body(data, false).await.is_err() {
                             tracing::info!(replica = %replica.id, "client disconnected mid-response; cancelling upstream");
@@ -228,8 +206,8 @@ impl ProxyApp {
             }
         }
         let finished = session.finish_body().await.is_ok();
-        if upstream.session.is_body_done() {
-            upstream.release().await;
+        if upstream.is_body_done() {
+            upstream.release();
         }
         drop(slot);
         Ok(Outcome {
@@ -239,64 +217,4 @@ impl ProxyApp {
             reusable: finished,
         })
     }
-}
-
-/// The request as sent to the replica: one-hop headers removed, body framed by Content-Length,
-/// the deployment's path prefix stripped, HTTP/1.1.
-fn upstream_request(
-    downstream: &RequestHeader,
-    body: &Bytes,
-    strip_prefix: usize,
-    strip_headers: &[String],
-    replica: &Replica,
-    request_id: u64,
-) -> Result<RequestHeader, String> {
-    let mut req = downstream.clone();
-    if strip_prefix > 0 {
-        let path_and_query = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
-        let rest = path_and_query.get(strip_prefix..).unwrap_or("/");
-        // `/prefix?x=1` leaves `?x=1`: the upstream path is `/`.
-        let rest = if rest.is_empty() || rest.starts_with('?') {
-            format!("/{rest}")
-        } else {
-            rest.to_string()
-        };
-        let uri = rest.parse::<http::Uri>().map_err(|e| e.to_string())?;
-        req.set_uri(uri);
-    } else if downstream.uri.authority().is_some() {
-        // HTTP/2 and absolute-form requests: origin-form upstream.
-        let pq = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
-        req.set_uri(pq.parse::<http::Uri>().map_err(|e| e.to_string())?);
-    }
-    for name in HOP_BY_HOP_REQUEST_HEADERS {
-        req.remove_header(name);
-    }
-    // Headers the client named in `Connection` are one-hop too (RFC 9110 §7.6.1).
-    for name in connection_tokens(&downstream.headers) {
-        req.remove_header(&name);
-    }
-    for name in strip_headers {
-        req.remove_header(name.as_str());
-    }
-    req.set_version(http::Version::HTTP_11);
-    if !body.is_empty() || downstream.method == Method::POST || downstream.method == Method::PUT {
-        req.insert_header(header::CONTENT_LENGTH, body.len().to_string())
-            .map_err(|e| e.to_string())?;
-    }
-    if req.headers.get(header::HOST).is_none() {
-        let host = downstream
-            .uri
-            .authority()
-            .map_or_else(|| replica.addr.to_string(), |a| a.to_string());
-        req.insert_header(header::HOST, host)
-            .map_err(|e| e.to_string())?;
-    }
-    // Marked, so a replica URL that leads back here (through any number of hops) is cut: 508.
-    req.insert_header(FORWARDED_MARKER, marker_value(&downstream.headers))
-        .map_err(|e| e.to_string())?;
-    if req.headers.get("x-request-id").is_none() {
-        req.insert_header("x-request-id", format!("infergate-{request_id}"))
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(req)
 }

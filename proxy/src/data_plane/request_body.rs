@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use pingora::protocols::http::ServerSession;
 use pingora_timeout::fast_timeout::fast_timeout;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 #[derive(Deserialize)]
 struct ModelField<'a> {
     #[serde(borrow, default)]
-    model: Option<std::borrow::Cow<'a, str>>,
+    model: Option<Cow<'a, str>>,
 }
 
 /// How much body a client may send, and how slowly.
@@ -167,9 +168,9 @@ pub fn decode(body: Bytes, encoding: Option<&str>, limit: u64) -> Result<Bytes, 
 }
 
 /// The `model` named by a JSON body: `Ok(None)` when the body has no `model` field.
-pub fn model_of(body: &[u8]) -> Result<Option<String>, ProxyError> {
+pub fn model_of(body: &[u8]) -> Result<Option<Cow<'_, str>>, ProxyError> {
     serde_json::from_slice::<ModelField>(body)
-        .map(|m| m.model.map(|c| c.into_owned()))
+        .map(|m| m.model)
         .map_err(|e| ProxyError::BadJson(e.to_string()))
 }
 

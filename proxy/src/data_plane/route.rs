@@ -9,27 +9,29 @@ use crate::data_plane::routing::RouteTable;
 use bytes::Bytes;
 use infergate_fallback::forwarded_by_us;
 use pingora::protocols::http::ServerSession;
+use std::borrow::Cow;
 use std::sync::Arc;
 
-/// Where a request goes.
-pub(crate) struct Routed {
+/// Where a request goes; `'b` is the request body's lifetime (the model name is usually a slice
+/// of it, not a copy).
+pub(crate) struct Routed<'b> {
     /// The deployment.
     pub(crate) deployment: Arc<DeploymentEntry>,
     /// Length of the deployment's path prefix to strip upstream.
     pub(crate) strip_prefix: usize,
     /// The `model` the request named, if any.
-    pub(crate) model: Option<String>,
+    pub(crate) model: Option<Cow<'b, str>>,
 }
 
 /// Finds the deployment of a request whose body was read; 404 for an unknown model, 400 for a
 /// `/v1/` request without one, 404 for a path no deployment serves.
-pub(crate) async fn route(
+pub(crate) async fn route<'b>(
     session: &ServerSession,
     table: &RouteTable,
-    body: &Bytes,
-    path: &str,
-) -> Result<Routed, ProxyError> {
+    body: &'b Bytes,
+) -> Result<Routed<'b>, ProxyError> {
     let method = &session.req_header().method;
+    let path = session.req_header().uri.path();
     let header_str = |name: &str| {
         session
             .req_header()
@@ -41,9 +43,13 @@ pub(crate) async fn route(
     let model = if body.is_empty() {
         None
     } else if let Some(boundary) = crate::data_plane::multipart::boundary(content_type) {
-        crate::data_plane::multipart::text_field(body, &boundary, "model")
-            .await
-            .map_err(|e| ProxyError::BadBody(format!("multipart/form-data: {e}")))?
+        // Boxed: multipart parsing is a large state machine that JSON requests need not carry.
+        Box::pin(crate::data_plane::multipart::text_field(
+            body, &boundary, "model",
+        ))
+        .await
+        .map_err(|e| ProxyError::BadBody(format!("multipart/form-data: {e}")))?
+        .map(Cow::Owned)
     } else if is_json(content_type) {
         model_of(body)?
     } else {
@@ -63,7 +69,7 @@ pub(crate) async fn route(
             Some(r) => (r.deployment.clone(), r.strip_prefix),
             None => {
                 return Err(match model {
-                    Some(m) => ProxyError::ModelNotFound(m),
+                    Some(m) => ProxyError::ModelNotFound(m.into_owned()),
                     None if path.starts_with("/v1/") => ProxyError::ModelRequired,
                     None => ProxyError::NoRoute {
                         method: method.to_string(),
@@ -85,8 +91,8 @@ pub(crate) async fn route(
 pub(crate) fn check_forwardable(
     session: &ServerSession,
     routed: &Routed,
-    path: &str,
 ) -> Result<(), ProxyError> {
+    let path = session.req_header().uri.path();
     let (deployment, strip_prefix) = (&routed.deployment, routed.strip_prefix);
     let upstream_path = path
         .get(strip_prefix..)
