@@ -7,6 +7,10 @@
 mod demo;
 mod duration;
 pub use duration::HumanDuration;
+mod kubernetes;
+pub use kubernetes::{
+    is_dns_label, is_dns_subdomain, KubernetesBackendConfig, PortRef, WorkloadKind,
+};
 mod provider_url;
 pub use provider_url::{reaches_listener, ProviderUrl};
 mod schema;

@@ -475,6 +475,8 @@ pub enum BackendConfig {
     Process(ProcessBackendConfig),
     /// Fixed replica URLs: routing, counting and queueing, no actuation.
     Static(StaticBackendConfig),
+    /// The pods of a Kubernetes Deployment or StatefulSet.
+    Kubernetes(crate::KubernetesBackendConfig),
 }
 
 /// Starts model servers as child processes.

@@ -642,6 +642,38 @@ impl DeploymentConfig {
                     );
                 }
             }
+            BackendConfig::Kubernetes(k) => {
+                if !crate::is_dns_subdomain(&k.name) {
+                    c.fail(
+                        f("backend.name"),
+                        format!("must be a Kubernetes object name (lower-case letters, digits, '-', '.'), got {:?}", k.name),
+                    );
+                }
+                if let Some(ns) = &k.namespace {
+                    if !crate::is_dns_label(ns) {
+                        c.fail(
+                            f("backend.namespace"),
+                            format!("must be a namespace name (lower-case letters, digits, '-', at most 63), got {ns:?}"),
+                        );
+                    }
+                }
+                if let Some(svc) = &k.service {
+                    if !crate::is_dns_label(svc) {
+                        c.fail(
+                            f("backend.service"),
+                            format!("must be a Service name (lower-case letters, digits, '-', at most 63), got {svc:?}"),
+                        );
+                    }
+                }
+                match &k.port {
+                    crate::PortRef::Number(0) => c.fail(f("backend.port"), "must be a port number 1–65535 or a port name, got 0"),
+                    crate::PortRef::Name(n) if !crate::is_dns_label(n) || n.len() > 15 => c.fail(
+                        f("backend.port"),
+                        format!("must be a port number 1–65535 or a port name (lower-case, at most 15 characters), got {n:?}"),
+                    ),
+                    _ => {}
+                }
+            }
             BackendConfig::Static(s) => {
                 if s.urls.is_empty() {
                     c.fail(f("backend.urls"), "must list at least one replica URL");

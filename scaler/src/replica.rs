@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Lifecycle state of a replica (SPEC §1).
@@ -53,8 +53,9 @@ pub struct Replica {
     /// `replica/<id>`, made once: the route every request it answers is logged and labelled
     /// under (no string built per request).
     route: Arc<str>,
-    /// Where the model server listens.
-    pub addr: SocketAddr,
+    /// Where the model server listens; set at launch, or later for backends that learn it
+    /// once the replica exists (a Kubernetes pod's address comes with its endpoint).
+    addr: OnceLock<SocketAddr>,
     state: AtomicU8,
     in_flight: AtomicU32,
     /// When the replica was asked for (scale-up decision), to measure cold starts.
@@ -76,10 +77,17 @@ impl Replica {
     /// A replica in `Starting` state, the `order`-th of its deployment, asked for at `decided`
     /// (the scale-up decision, which its cold start is measured from).
     pub fn asked_for(id: String, addr: SocketAddr, order: u64, decided: Instant) -> Self {
+        let replica = Self::without_address(id, order, decided);
+        replica.set_addr(addr);
+        replica
+    }
+
+    /// A replica in `Starting` state whose address is not known yet ([`Replica::set_addr`]).
+    pub fn without_address(id: String, order: u64, decided: Instant) -> Self {
         Replica {
             route: Arc::from(format!("replica/{id}")),
             id,
-            addr,
+            addr: OnceLock::new(),
             state: AtomicU8::new(ReplicaState::Starting as u8),
             in_flight: AtomicU32::new(0),
             created: decided,
@@ -87,6 +95,25 @@ impl Replica {
             cold_start_ms: AtomicU64::new(0),
             ejected: AtomicBool::new(false),
         }
+    }
+
+    /// Where the model server listens (`0.0.0.0:0` until known; only a starting replica can
+    /// lack one, and starting replicas get no requests).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+            .get()
+            .copied()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Whether the replica's address is known.
+    pub fn has_addr(&self) -> bool {
+        self.addr.get().is_some()
+    }
+
+    /// Records the replica's address; the first one sticks (a replica does not move).
+    pub fn set_addr(&self, addr: SocketAddr) {
+        let _ = self.addr.set(addr);
     }
 
     /// `replica/<id>`, as `x-infergate-route` shows it.

@@ -57,8 +57,11 @@ impl ProxyApp {
         let mut attempts = 0u32;
         let mut upstream = loop {
             let replica = slot.replica().clone();
-            let error = match upstream::connect(replica.addr, config.upstream.connect_timeout.get())
-                .await
+            let error = match upstream::connect(
+                replica.addr(),
+                config.upstream.connect_timeout.get(),
+            )
+            .await
             {
                 Ok((up, _reused)) => break up,
                 Err(e) => e,
@@ -117,7 +120,7 @@ impl ProxyApp {
                 body_len: body.len(),
                 strip_prefix,
                 strip_headers: &config.upstream.strip_headers,
-                replica: replica.addr,
+                replica: replica.addr(),
                 request_id,
             },
         )

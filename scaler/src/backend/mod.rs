@@ -1,9 +1,11 @@
 //! Backends: where replicas come from. The controller talks to every backend through [`Backend`],
 //! so a Kubernetes backend can be added without touching the controller or the data plane.
 
+mod kubernetes;
 mod process;
 mod static_urls;
 
+pub use kubernetes::KubernetesBackend;
 pub use process::ProcessBackend;
 pub use static_urls::StaticBackend;
 
@@ -36,6 +38,9 @@ pub enum BackendError {
         /// GPUs free now.
         free: usize,
     },
+    /// The Kubernetes API refused or failed a request.
+    #[error("kubernetes: {0}")]
+    Kubernetes(String),
     /// This backend does not start replicas (static URLs).
     #[error("this backend has a fixed set of replicas")]
     Fixed,
@@ -60,12 +65,18 @@ pub trait ReplicaHandle: Send + Sync {
     fn output_tail(&self) -> Vec<String> {
         Vec::new()
     }
+    /// For a replica launched without an address: its address once the backend knows it (a
+    /// Kubernetes pod's, when its endpoint is ready). Polled while the replica starts.
+    fn assigned_addr(&self) -> Option<SocketAddr> {
+        None
+    }
 }
 
 /// A replica as launched: where it listens and how to stop it.
 pub struct Launched {
-    /// Address the model server will listen on.
-    pub addr: SocketAddr,
+    /// Address the model server will listen on; `None` when the backend learns it later
+    /// ([`ReplicaHandle::assigned_addr`]).
+    pub addr: Option<SocketAddr>,
     /// Control over the replica's life.
     pub handle: Box<dyn ReplicaHandle>,
 }
@@ -86,5 +97,6 @@ pub fn from_config(config: &DeploymentConfig) -> Arc<dyn Backend> {
     match &config.backend {
         BackendConfig::Process(p) => Arc::new(ProcessBackend::new(p.clone())),
         BackendConfig::Static(s) => Arc::new(StaticBackend::new(s)),
+        BackendConfig::Kubernetes(k) => Arc::new(KubernetesBackend::new(k.clone())),
     }
 }

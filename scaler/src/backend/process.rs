@@ -178,7 +178,7 @@ impl Backend for ProcessBackend {
             }));
         });
         Ok(Launched {
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            addr: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
             handle: Box::new(ProcessHandle { pid, exit_rx, tail }),
         })
     }

@@ -21,7 +21,7 @@ impl Controller {
             let config = self.config.load_full();
             let interval = config.health.interval.get();
             if health::probe(
-                replica.addr,
+                replica.addr(),
                 &config.health.path,
                 config.health.timeout.get(),
             )
@@ -64,7 +64,7 @@ impl Controller {
                 health.connect_failed();
             }
             let healthy = health::probe(
-                replica.addr,
+                replica.addr(),
                 &config.health.path,
                 config.health.timeout.get(),
             )

@@ -17,23 +17,30 @@ impl Controller {
                     core.launched(index);
                 }
                 self.stats.replicas_started.fetch_add(1, Ordering::Relaxed);
-                let replica = Arc::new(Replica::asked_for(
-                    format!("{}-{index}", self.name),
-                    launched.addr,
-                    index,
-                    decided,
-                ));
+                let id = format!("{}-{index}", self.name);
+                let replica = Arc::new(match launched.addr {
+                    Some(addr) => Replica::asked_for(id, addr, index, decided),
+                    None => Replica::without_address(id, index, decided),
+                });
                 let handle: Arc<dyn ReplicaHandle> = Arc::from(launched.handle);
                 if let Ok(mut h) = self.handles.lock() {
                     h.insert(replica.id.clone(), handle.clone());
                 }
                 self.pool.add_replica(replica.clone());
-                tracing::info!(deployment = %self.name, replica = %replica.id, addr = %replica.addr, "replica starting");
+                let on = if replica.has_addr() {
+                    format!("on {}", replica.addr())
+                } else {
+                    format!(
+                        "({}: its address comes when it is ready)",
+                        self.backend.kind()
+                    )
+                };
+                tracing::info!(deployment = %self.name, replica = %replica.id, addr = %replica.addr(), "replica starting");
                 self.events.emit(
                     &self.name,
                     EventKind::ReplicaStarted,
                     "backend",
-                    format!("{} launched on {}", replica.id, replica.addr),
+                    format!("{} launched {on}", replica.id),
                     Numbers::default(),
                 );
                 tokio::spawn(self.clone().run_replica(replica, handle, config));
@@ -72,7 +79,15 @@ impl Controller {
             if replica.state() != ReplicaState::Starting {
                 return; // asked to stop, or failed by the core, while starting
             }
-            if health::probe(replica.addr, &config.health.path, probe_timeout).await {
+            if !replica.has_addr() {
+                if let Some(addr) = handle.assigned_addr() {
+                    tracing::info!(deployment = %self.name, replica = %replica.id, %addr, "replica has an address");
+                    replica.set_addr(addr);
+                }
+            }
+            if replica.has_addr()
+                && health::probe(replica.addr(), &config.health.path, probe_timeout).await
+            {
                 break None;
             }
             tokio::select! {

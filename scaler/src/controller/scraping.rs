@@ -33,7 +33,7 @@ impl Controller {
                 let results = futures_util::future::join_all(
                     ready
                         .iter()
-                        .map(|r| scrape::scrape(r.addr, METRICS_PATH, SCRAPE_TIMEOUT)),
+                        .map(|r| scrape::scrape(r.addr(), METRICS_PATH, SCRAPE_TIMEOUT)),
                 )
                 .await;
                 let mut fresh = HashMap::new();

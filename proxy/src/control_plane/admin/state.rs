@@ -14,7 +14,7 @@ pub fn deployment_state(d: &crate::data_plane::deployment::DeploymentEntry) -> V
         .map(|r| {
             json!({
                 "id": r.id,
-                "addr": r.addr.to_string(),
+                "addr": r.addr().to_string(),
                 "state": r.state().name(),
                 "ejected": r.is_ejected(),
                 "in_flight": r.in_flight(),

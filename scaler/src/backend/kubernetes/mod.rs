@@ -1,0 +1,142 @@
+//! Replicas as the pods of a Kubernetes Deployment or StatefulSet (SPEC §8), the way KEDA,
+//! Knative and the llm-d autoscaler drive a cluster: the count through the scale subresource
+//! only (`PATCH …/scale`, never the workload's spec), the pods' addresses from a watch on the
+//! EndpointSlices of the workload's Service, and, before a scale-down, the chosen pod marked
+//! with `controller.kubernetes.io/pod-deletion-cost` so the ReplicaSet removes that one.
+//!
+//! A launch raises the scale by one and returns at once with no address; the replica takes the
+//! next ready endpoint no other replica has ([`endpoints::PodState`]), and the controller's
+//! own health check must then pass, as for a process. The startup deadline runs from the
+//! decision, so a pod stuck in Pending fails the replica with the state of the workload.
+
+mod api;
+mod endpoints;
+
+use super::{Backend, BackendError, ExitStatus, Launched, ReplicaHandle};
+use async_trait::async_trait;
+use endpoints::{PodOf, PodState};
+use infergate_config::KubernetesBackendConfig;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, OnceCell};
+
+/// A deployment's replicas as pods.
+pub struct KubernetesBackend {
+    shared: Arc<Shared>,
+}
+
+/// What the backend and its replicas' handles share.
+struct Shared {
+    config: KubernetesBackendConfig,
+    /// The API client and the watch, made on first use (inside the runtime).
+    api: OnceCell<api::Cluster>,
+    state: Mutex<PodState>,
+    /// Woken whenever the endpoints change.
+    changed: Notify,
+}
+
+impl KubernetesBackend {
+    /// A backend for the workload `config` names; it connects on first launch.
+    pub fn new(config: KubernetesBackendConfig) -> Self {
+        KubernetesBackend {
+            shared: Arc::new(Shared {
+                config,
+                api: OnceCell::new(),
+                state: Mutex::new(PodState::default()),
+                changed: Notify::new(),
+            }),
+        }
+    }
+}
+
+impl Shared {
+    /// The connected cluster (client from `$KUBECONFIG`, `~/.kube/config` or the in-cluster
+    /// service account), with the EndpointSlice watch running.
+    async fn cluster(self: &Arc<Self>) -> Result<&api::Cluster, BackendError> {
+        self.api
+            .get_or_try_init(|| api::Cluster::connect(self.clone()))
+            .await
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut PodState) -> T) -> T {
+        match self.state.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for KubernetesBackend {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn fixed_replicas(&self) -> Option<Vec<SocketAddr>> {
+        None
+    }
+
+    async fn launch(&self, _model: &str, index: u64) -> Result<Launched, BackendError> {
+        let cluster = self.shared.cluster().await?;
+        self.shared.with_state(|s| s.add_replica(index));
+        if let Err(e) = cluster.scale_to_desired().await {
+            self.shared.with_state(|s| s.undo_add(index));
+            return Err(e);
+        }
+        Ok(Launched {
+            addr: None,
+            handle: Box::new(PodHandle {
+                shared: self.shared.clone(),
+                index,
+            }),
+        })
+    }
+}
+
+/// One replica: a pod of the workload, once one is ready for it.
+struct PodHandle {
+    shared: Arc<Shared>,
+    index: u64,
+}
+
+#[async_trait]
+impl ReplicaHandle for PodHandle {
+    async fn exited(&self) -> ExitStatus {
+        loop {
+            let changed = self.shared.changed.notified();
+            if let PodOf::Gone(pod) = self.shared.with_state(|s| s.pod_of(self.index)) {
+                return ExitStatus {
+                    description: format!("pod {pod} is terminating or was deleted"),
+                };
+            }
+            changed.await;
+        }
+    }
+
+    async fn terminate(&self, _grace: Duration) {
+        let (pod, desired) = self.shared.with_state(|s| s.remove_replica(self.index));
+        let Some(cluster) = self.shared.api.get() else {
+            return;
+        };
+        // The pod this replica is goes first; a replica still waiting for a pod lowers the
+        // count, and the ReplicaSet removes a pod that is not ready, as it prefers to.
+        if let Some(pod) = &pod {
+            cluster.mark_for_deletion(pod).await;
+        }
+        if let Err(e) = cluster.scale_to_desired().await {
+            tracing::warn!(error = %e, desired, "cannot lower the workload's scale");
+        }
+    }
+
+    fn output_tail(&self) -> Vec<String> {
+        vec![self.shared.with_state(|s| s.summary())]
+    }
+
+    fn assigned_addr(&self) -> Option<SocketAddr> {
+        match self.shared.with_state(|s| s.pod_of(self.index)) {
+            PodOf::Ready(_, addr) => Some(addr),
+            _ => None,
+        }
+    }
+}
