@@ -6,7 +6,6 @@ use http::{header, Method};
 use infergate_fallback::headers::connection_tokens;
 use infergate_fallback::{marker_value, FORWARDED_MARKER, HOP_BY_HOP_REQUEST_HEADERS};
 use pingora::http::RequestHeader;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 /// What shapes the head besides the client's request.
@@ -33,7 +32,7 @@ pub fn encode(downstream: &RequestHeader, plan: &HeadPlan<'_>) -> Result<Vec<u8>
     let mut out = Vec::with_capacity(size + 256);
     out.extend_from_slice(downstream.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(&target(downstream, plan.strip_prefix));
+    write_target(&mut out, downstream, plan.strip_prefix);
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
     let named_in_connection = connection_tokens(headers);
@@ -77,21 +76,19 @@ pub fn encode(downstream: &RequestHeader, plan: &HeadPlan<'_>) -> Result<Vec<u8>
     Ok(out)
 }
 
-/// The request target: origin-form (absolute-form and HTTP/2 requests lose their authority),
-/// with the route's prefix stripped (`/prefix?x=1` leaves `/?x=1`).
-fn target(downstream: &RequestHeader, strip_prefix: usize) -> Vec<u8> {
+/// Writes the request target: origin-form (absolute-form and HTTP/2 requests lose their
+/// authority), with the route's prefix stripped (`/prefix?x=1` leaves `/?x=1`).
+fn write_target(out: &mut Vec<u8>, downstream: &RequestHeader, strip_prefix: usize) {
     if strip_prefix == 0 && downstream.uri.authority().is_none() {
-        return downstream.raw_path().to_vec();
+        out.extend_from_slice(downstream.raw_path());
+        return;
     }
     let path_and_query = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
     let rest = path_and_query.get(strip_prefix..).unwrap_or("/");
     if rest.is_empty() || rest.starts_with('?') {
-        let mut t = String::with_capacity(rest.len() + 1);
-        let _ = write!(t, "/{rest}");
-        t.into_bytes()
-    } else {
-        rest.as_bytes().to_vec()
+        out.push(b'/');
     }
+    out.extend_from_slice(rest.as_bytes());
 }
 
 fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
