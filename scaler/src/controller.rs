@@ -316,6 +316,15 @@ impl Controller {
 
     /// One observe → decide → actuate round: the core decides, the shell logs and carries out.
     async fn reconcile(self: &Arc<Self>) {
+        for notice in self.backend.take_notices() {
+            self.events.emit(
+                &self.name,
+                EventKind::ScaledOutside,
+                "backend",
+                notice,
+                Numbers::default(),
+            );
+        }
         let config = self.config.load_full();
         let now = Instant::now();
         let at = self.at(now);

@@ -58,6 +58,8 @@ pub enum EventKind {
     SettingsChanged,
     /// A configuration change was refused.
     ConfigRejected,
+    /// The workload's replica count was changed outside infergate (e.g. `kubectl scale`).
+    ScaledOutside,
 }
 
 impl EventKind {
@@ -83,6 +85,7 @@ impl EventKind {
             EventKind::DeploymentAvailable => "deployment_available",
             EventKind::SettingsChanged => "settings_changed",
             EventKind::ConfigRejected => "config_rejected",
+            EventKind::ScaledOutside => "scaled_outside",
         }
     }
 }

@@ -101,7 +101,7 @@ impl Drop for Timeline {
 
 /// Closed-loop streaming clients: each worker sends one streaming chat request after another while
 /// the load is on, and records whether every one was answered 200 with a complete stream.
-struct Load {
+pub(crate) struct Load {
     on: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -110,7 +110,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(proxy: &Proxy, model: &str, workers: usize, max_tokens: u32) -> Load {
+    pub(crate) fn start(proxy: &Proxy, model: &str, workers: usize, max_tokens: u32) -> Load {
         let on = Arc::new(AtomicBool::new(true));
         let done = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
@@ -157,7 +157,7 @@ impl Load {
     }
 
     /// Stops the workers after their current request; returns (answered in full, failures).
-    async fn finish(self) -> (u64, Vec<String>) {
+    pub(crate) async fn finish(self) -> (u64, Vec<String>) {
         self.done.store(true, Ordering::Release);
         for w in self.workers {
             w.await.unwrap();
@@ -168,7 +168,11 @@ impl Load {
 }
 
 /// One streaming request read to its `data: [DONE]`.
-async fn stream_to_end(client: &reqwest::Client, url: &str, body: &Value) -> Result<(), String> {
+pub(crate) async fn stream_to_end(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> Result<(), String> {
     let response = client
         .post(url)
         .json(body)

@@ -88,6 +88,11 @@ pub trait Backend: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Fixed replica addresses for backends that do not actuate; `None` for those that do.
     fn fixed_replicas(&self) -> Option<Vec<SocketAddr>>;
+    /// Things the backend saw that people should know (a workload scaled outside infergate),
+    /// each returned once, for the event log.
+    fn take_notices(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Starts replica number `index` of deployment `model`.
     async fn launch(&self, model: &str, index: u64) -> Result<Launched, BackendError>;
 }

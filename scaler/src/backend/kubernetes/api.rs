@@ -2,6 +2,7 @@
 //! annotation, and the EndpointSlice watch that feeds [`super::endpoints::PodState`].
 
 use super::endpoints::Endpoint;
+use super::workload::{poll_scale, ScaleBook};
 use super::Shared;
 use crate::backend::BackendError;
 use futures_util::StreamExt;
@@ -27,8 +28,8 @@ pub struct Cluster {
     namespace: String,
     shared: Weak<Shared>,
     /// One scale request at a time, each sending the latest count (so two launches at once
-    /// cannot leave the older count last).
-    scaling: tokio::sync::Mutex<()>,
+    /// cannot leave the older count last); with what was written and read.
+    pub(super) scaling: tokio::sync::Mutex<ScaleBook>,
 }
 
 impl Cluster {
@@ -46,18 +47,23 @@ impl Cluster {
             Api::namespaced(client.clone(), &namespace),
             shared.clone(),
         ));
+        tokio::spawn(poll_scale(
+            client.clone(),
+            namespace.clone(),
+            Arc::downgrade(&shared),
+        ));
         Ok(Cluster {
             client,
             namespace,
             shared: Arc::downgrade(&shared),
-            scaling: tokio::sync::Mutex::new(()),
+            scaling: tokio::sync::Mutex::new(ScaleBook::default()),
         })
     }
 
     /// Sets the workload's `spec.replicas` through its scale subresource to the count the
     /// backend wants now.
     pub(super) async fn scale_to_desired(&self) -> Result<(), BackendError> {
-        let _one_at_a_time = self.scaling.lock().await;
+        let mut book = self.scaling.lock().await;
         let Some(shared) = self.shared.upgrade() else {
             return Ok(());
         };
@@ -84,6 +90,8 @@ impl Cluster {
         };
         match result {
             Ok(()) => {
+                book.written = Some(desired);
+                book.seen = Some(desired);
                 tracing::info!(
                     workload = name,
                     kind = shared.config.kind.plural(),

@@ -114,6 +114,11 @@ impl PodState {
         }
     }
 
+    /// Whether a replica is still waiting for a pod.
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
     /// Where replica `index`'s pod stands.
     pub fn pod_of(&self, index: u64) -> PodOf {
         if self.waiting.contains(&index) {

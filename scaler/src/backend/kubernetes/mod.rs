@@ -11,6 +11,8 @@
 
 mod api;
 mod endpoints;
+mod pod_status;
+mod workload;
 
 use super::{Backend, BackendError, ExitStatus, Launched, ReplicaHandle};
 use async_trait::async_trait;
@@ -34,6 +36,19 @@ struct Shared {
     state: Mutex<PodState>,
     /// Woken whenever the endpoints change.
     changed: Notify,
+    /// What the scale poll last read (`workload.rs`).
+    observed: Mutex<Observed>,
+}
+
+/// What the scale poll learnt.
+#[derive(Debug, Default)]
+struct Observed {
+    /// `spec.replicas` as last read.
+    replicas: Option<u32>,
+    /// Why the workload's pods are not ready, one line per pod (while a replica waits).
+    unready: Vec<String>,
+    /// Changes made outside infergate, not yet reported as events.
+    notices: Vec<String>,
 }
 
 impl KubernetesBackend {
@@ -45,6 +60,7 @@ impl KubernetesBackend {
                 api: OnceCell::new(),
                 state: Mutex::new(PodState::default()),
                 changed: Notify::new(),
+                observed: Mutex::new(Observed::default()),
             }),
         }
     }
@@ -65,6 +81,13 @@ impl Shared {
             Err(poisoned) => f(&mut poisoned.into_inner()),
         }
     }
+
+    fn with_observed<T>(&self, f: impl FnOnce(&mut Observed) -> T) -> T {
+        match self.observed.lock() {
+            Ok(mut o) => f(&mut o),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
 }
 
 #[async_trait]
@@ -75,6 +98,11 @@ impl Backend for KubernetesBackend {
 
     fn fixed_replicas(&self) -> Option<Vec<SocketAddr>> {
         None
+    }
+
+    fn take_notices(&self) -> Vec<String> {
+        self.shared
+            .with_observed(|o| std::mem::take(&mut o.notices))
     }
 
     async fn launch(&self, _model: &str, index: u64) -> Result<Launched, BackendError> {
@@ -130,7 +158,9 @@ impl ReplicaHandle for PodHandle {
     }
 
     fn output_tail(&self) -> Vec<String> {
-        vec![self.shared.with_state(|s| s.summary())]
+        let mut lines = vec![self.shared.with_state(|s| s.summary())];
+        lines.extend(self.shared.with_observed(|o| o.unready.clone()));
+        lines
     }
 
     fn assigned_addr(&self) -> Option<SocketAddr> {
