@@ -7,7 +7,9 @@
 mod demo;
 mod duration;
 pub use duration::HumanDuration;
+mod cluster;
 mod kubernetes;
+pub use cluster::{ClusterConfig, ClusterMode};
 pub use kubernetes::{
     is_dns_label, is_dns_subdomain, KubernetesBackendConfig, PortRef, WorkloadKind,
 };

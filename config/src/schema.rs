@@ -23,6 +23,9 @@ pub struct Config {
     /// The event log.
     #[serde(default)]
     pub events: EventsConfig,
+    /// Several instances with one scaling brain (Kubernetes leader election).
+    #[serde(default)]
+    pub cluster: crate::ClusterConfig,
 }
 
 /// The event log: kept in memory, optionally appended to a JSONL file.

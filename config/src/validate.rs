@@ -118,6 +118,36 @@ impl Config {
             1 << 40,
             " bytes",
         );
+        c.duration_range(
+            "cluster.lease_duration",
+            self.cluster.lease_duration,
+            Duration::from_secs(2),
+            Duration::from_secs(300),
+        );
+        for (field, name) in [
+            ("cluster.lease_name", Some(self.cluster.lease_name.as_str())),
+            ("cluster.service", Some(self.cluster.service.as_str())),
+            ("cluster.namespace", self.cluster.namespace.as_deref()),
+        ] {
+            if let Some(name) = name.filter(|n| !crate::is_dns_label(n)) {
+                c.fail(
+                    field,
+                    format!("must be a Kubernetes name (lower-case letters, digits, '-', at most 63), got {name:?}"),
+                );
+            }
+        }
+        if matches!(&self.cluster.admin_port, crate::PortRef::Number(0)) {
+            c.fail(
+                "cluster.admin_port",
+                "must be a port number 1–65535 or a port name, got 0",
+            );
+        }
+        if self.cluster.mode == crate::ClusterMode::Kubernetes && self.admin.address.is_empty() {
+            c.fail(
+                "cluster.mode",
+                "\"kubernetes\" needs the admin listener ([admin] address): the leader reads every instance's load there",
+            );
+        }
         let mut owners: HashMap<&str, &str> = HashMap::new();
         for (name, d) in &self.deployments {
             let path = format!("deployments.{name}");

@@ -109,6 +109,8 @@ pub async fn run(
         }),
     );
 
+    // Before any controller starts, so none acts as the cluster's leader before the election.
+    let cluster = infergate_scaler::cluster::install(&config.cluster);
     let deployments = Deployments::start(
         config.clone(),
         config_path,
@@ -159,6 +161,9 @@ pub async fn run(
                 address: config.admin.address.clone(),
                 reason,
             })?;
+        if let Some(cluster) = &cluster {
+            cluster.start(token.clone());
+        }
         let metrics_router = router.clone();
         let state = Arc::new(admin::AdminState {
             router: router.clone(),

@@ -299,6 +299,7 @@ impl Controller {
     }
 
     async fn control_loop(self: Arc<Self>) {
+        self.backend.prepare().await;
         let demand = self.pool.demand();
         let mut stopping = self.stopping.subscribe();
         loop {
@@ -340,14 +341,25 @@ impl Controller {
             let Ok(mut core) = self.core.lock() else {
                 return; // a panicked holder: keep what we have rather than act on nothing
             };
+            let cluster = self.cluster();
+            let peers = cluster
+                .map(|c| c.peer_load(&self.name, config.autoscaling_window.get()))
+                .unwrap_or_default();
             let load = load::measure(
                 config.metric,
                 core.settings().policy.per_replica(),
-                &self.load_inputs(&replicas),
+                &self.load_inputs(&replicas, &peers),
             );
+            let follow = match cluster {
+                Some(c) if !c.is_leader() => {
+                    Some(self.backend.observed_scale().unwrap_or(core.desired()))
+                }
+                _ => None,
+            };
             let observed = Observation {
                 load,
-                arrivals: self.arrivals.load(Ordering::Acquire),
+                arrivals: self.arrivals.load(Ordering::Acquire) + peers.arrivals,
+                follow,
             };
             let decided = core.tick(at, observed, &in_flight, &mut out);
             (decided, core.accounting_at(at))
@@ -418,13 +430,36 @@ impl Controller {
         }
     }
 
-    /// The pool counters and, for metrics that need them, the ready replicas' last scrapes.
-    fn load_inputs(&self, replicas: &[Arc<Replica>]) -> LoadInputs {
-        let scraped = self.scraped.lock().ok();
-        LoadInputs {
+    /// The cluster this deployment's decisions are shared with: only a Kubernetes-backed
+    /// deployment in `[cluster] mode = "kubernetes"` (a process backend is per instance).
+    fn cluster(&self) -> Option<&'static Arc<crate::cluster::ClusterView>> {
+        crate::cluster::current().filter(|_| self.backend.kind() == "kubernetes")
+    }
+
+    /// This instance's counters for the deployment, as the other instances read them (its
+    /// cluster's leader sums them).
+    pub fn local_load(&self) -> Option<crate::cluster::peers::DeploymentLoad> {
+        self.cluster()?;
+        Some(crate::cluster::peers::DeploymentLoad {
             in_flight: self.pool.in_flight(),
             waiting: self.pool.waiting(),
             external: self.pool.external(),
+            arrivals: self.arrivals.load(Ordering::Acquire),
+        })
+    }
+
+    /// The pool counters (plus the other instances' in a cluster) and, for metrics that need
+    /// them, the ready replicas' last scrapes.
+    fn load_inputs(
+        &self,
+        replicas: &[Arc<Replica>],
+        peers: &crate::cluster::peers::DeploymentLoad,
+    ) -> LoadInputs {
+        let scraped = self.scraped.lock().ok();
+        LoadInputs {
+            in_flight: self.pool.in_flight() + peers.in_flight,
+            waiting: self.pool.waiting() + peers.waiting,
+            external: self.pool.external() + peers.external,
             ready_replicas: replicas
                 .iter()
                 .filter(|r| r.state() == ReplicaState::Ready)

@@ -5,6 +5,7 @@
 //! Nothing here speaks HTTP to clients; the proxy crate owns the data plane.
 
 pub mod backend;
+pub mod cluster;
 pub mod controller;
 pub mod ejection;
 pub mod events;

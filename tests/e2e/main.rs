@@ -18,6 +18,7 @@ mod gpus;
 mod harness;
 mod hibernation;
 mod kubernetes;
+mod kubernetes_cluster;
 mod lifecycle;
 mod live_state;
 mod maintenance;

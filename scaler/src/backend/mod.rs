@@ -1,7 +1,7 @@
 //! Backends: where replicas come from. The controller talks to every backend through [`Backend`],
 //! so a Kubernetes backend can be added without touching the controller or the data plane.
 
-mod kubernetes;
+pub(crate) mod kubernetes;
 mod process;
 mod static_urls;
 
@@ -51,6 +51,9 @@ pub enum BackendError {
 pub struct ExitStatus {
     /// Human-readable description ("exit code 1", "signal 9").
     pub description: String,
+    /// Removed on purpose by someone else's decision (a pod the cluster leader scaled away):
+    /// the replica drains and stops; it is not a failure and is not replaced.
+    pub removed: bool,
 }
 
 /// A launched replica that the controller owns until it is stopped.
@@ -88,6 +91,14 @@ pub trait Backend: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Fixed replica addresses for backends that do not actuate; `None` for those that do.
     fn fixed_replicas(&self) -> Option<Vec<SocketAddr>>;
+    /// Connects to what the backend drives, before the first decision (a follower in a cluster
+    /// must read the workload's scale before it launches anything).
+    async fn prepare(&self) {}
+    /// The replica count the workload has now, as read from it (Kubernetes `spec.replicas`),
+    /// for an instance that follows the cluster's leader.
+    fn observed_scale(&self) -> Option<u32> {
+        None
+    }
     /// Things the backend saw that people should know (a workload scaled outside infergate),
     /// each returned once, for the event log.
     fn take_notices(&self) -> Vec<String> {

@@ -174,6 +174,7 @@ impl Backend for ProcessBackend {
             )
             .await;
             let _ = exit_tx.send(Some(ExitStatus {
+                removed: false,
                 description: status,
             }));
         });
@@ -252,6 +253,7 @@ impl ReplicaHandle for ProcessHandle {
             Err(_) => None,
         };
         status.unwrap_or_else(|| ExitStatus {
+            removed: false,
             description: "exit monitor gone".into(),
         })
     }

@@ -150,6 +150,13 @@ impl Controller {
             status = handle.exited() => status,
             _ = self.clone().watch_ready_replica(replica.clone(), true) => handle.exited().await,
         };
+        if status.removed && replica.state() == ReplicaState::Ready {
+            // The pod goes on the leader's decision: let in-flight requests finish, then stop.
+            tracing::info!(deployment = %self.name, replica = %replica.id, exit = %status.description, "replica removed by the cluster's leader");
+            self.clone()
+                .begin_stop(replica, "removed by the cluster's leader");
+            return;
+        }
         if replica.state() == ReplicaState::Ready {
             tracing::warn!(deployment = %self.name, replica = %replica.id, exit = %status.description, in_flight = replica.in_flight(), "replica crashed; it will be replaced");
             replica.set_state(ReplicaState::Failed);

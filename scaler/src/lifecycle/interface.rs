@@ -94,4 +94,8 @@ pub struct Observation {
     pub load: f64,
     /// Requests that arrived for the deployment since start (any route).
     pub arrivals: u64,
+    /// Another instance leads (`[cluster] mode = "kubernetes"`): the replica count it set, which
+    /// this one follows instead of its own policy (still run, so its memory is current the
+    /// moment this instance takes over).
+    pub follow: Option<u32>,
 }

@@ -168,7 +168,10 @@ impl LifecycleCore {
         self.memory = decision.memory;
         let mut desired = decision.desired;
         let mut reason = decision.reason.name();
-        if self.step_hibernation(counts.ready, now, out) {
+        if let Some(leader) = observed.follow {
+            desired = leader;
+            reason = "leader";
+        } else if self.step_hibernation(counts.ready, now, out) {
             desired = 0;
             reason = self.serving.name();
         }

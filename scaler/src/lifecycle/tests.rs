@@ -32,7 +32,16 @@ fn s(v: f64) -> Duration {
 
 fn tick(core: &mut LifecycleCore, at: f64, load: f64) -> (Decided, Vec<Command>) {
     let mut out = Vec::new();
-    let d = core.tick(s(at), Observation { load, arrivals: 0 }, &|_| 0, &mut out);
+    let d = core.tick(
+        s(at),
+        Observation {
+            load,
+            arrivals: 0,
+            follow: None,
+        },
+        &|_| 0,
+        &mut out,
+    );
     (d, out)
 }
 
@@ -135,6 +144,7 @@ fn scale_down_drains_the_least_busy_ready_replica_after_the_delay() {
             Observation {
                 load: 1.0,
                 arrivals: 0,
+                follow: None,
             },
             &|i| if i == 0 { 1 } else { 0 },
             &mut out,
@@ -169,6 +179,7 @@ fn an_event_driven_caller_sleeps_until_the_countdown_and_decides_the_same() {
             Observation {
                 load: 3.0,
                 arrivals: 0,
+                follow: None,
             },
             &|_| 0,
             &mut out,
@@ -182,6 +193,7 @@ fn an_event_driven_caller_sleeps_until_the_countdown_and_decides_the_same() {
             Observation {
                 load: 0.0,
                 arrivals: 0,
+                follow: None,
             },
             &|_| 0,
             &mut out,
@@ -195,6 +207,7 @@ fn an_event_driven_caller_sleeps_until_the_countdown_and_decides_the_same() {
             Observation {
                 load: 0.0,
                 arrivals: 0,
+                follow: None,
             },
             &|_| 0,
             &mut out,
@@ -215,6 +228,7 @@ fn an_event_driven_caller_sleeps_until_the_countdown_and_decides_the_same() {
             Observation {
                 load: 0.0,
                 arrivals: 0,
+                follow: None,
             },
             &|_| 0,
             &mut out,
@@ -268,4 +282,28 @@ fn waiting_for_gpus_cancels_the_rest_of_the_batch_and_reuses_the_index() {
         "retried after GPU_RETRY"
     );
     assert_eq!(starts(&tick(&mut core, 0.4, 3.0).1), vec![1, 2]);
+}
+
+#[test]
+fn a_follower_takes_the_leaders_count_and_decides_itself_the_moment_it_leads() {
+    let mut core = LifecycleCore::running("m", settings());
+    let mut out = Vec::new();
+    let follow = |load, n| Observation {
+        load,
+        arrivals: 0,
+        follow: Some(n),
+    };
+    // Heavy load, but the leader says 1: one start, no more.
+    let d = core.tick(s(1.0), follow(10.0, 1), &|_| 0, &mut out);
+    assert_eq!((d.desired, d.reason), (1, "leader"));
+    assert_eq!(starts(&out), vec![0]);
+    out.clear();
+    let d = core.tick(s(2.0), follow(10.0, 1), &|_| 0, &mut out);
+    assert_eq!(d.desired, 1);
+    assert!(starts(&out).is_empty());
+    // Leading now: its own policy, on the load it has been recording all along.
+    out.clear();
+    let (d, _) = tick(&mut core, 3.0, 10.0);
+    assert!(d.desired > 1, "{d:?}");
+    assert_ne!(d.reason, "leader");
 }

@@ -70,6 +70,7 @@ impl Scaler for Infergate {
         let observed = Observation {
             load: self.load(view),
             arrivals: view.arrivals,
+            follow: None,
         };
         let in_flight = |index: u64| {
             view.replicas

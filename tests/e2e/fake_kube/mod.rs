@@ -200,7 +200,6 @@ impl FakeCluster {
     }
 
     /// The Lease `name`, if it exists.
-    #[allow(dead_code)] // for the cluster-mode tests that follow
     pub fn lease(&self, name: &str) -> Option<Value> {
         self.with(|s| s.leases.get(name).cloned())
     }
@@ -214,7 +213,6 @@ impl FakeCluster {
 
     /// Publishes `addr` as the ready endpoint of pod `pod` in Service `service`, on a port named
     /// `port_name` (infergate's own instances behind their Service).
-    #[allow(dead_code)] // for the cluster-mode tests that follow
     pub fn add_endpoint(&self, service: &str, pod: &str, addr: SocketAddr, port_name: &str) {
         let slice = objects::endpoint_slice(
             service,

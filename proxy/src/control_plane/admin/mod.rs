@@ -5,6 +5,7 @@
 //! Everything under `/admin/` needs `Authorization: Bearer <token>` (compared in constant time);
 //! `/healthz` and `/metrics` are open so that probes and scrapers need no secret.
 
+mod cluster;
 mod patch;
 mod state;
 
@@ -127,6 +128,10 @@ async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<Body
     }
     let table = state.router.load_full();
     match (req.method(), path.as_str()) {
+        (&Method::GET, "/admin/v1/cluster/load") => {
+            json_response(StatusCode::OK, cluster::load(&table))
+        }
+        (&Method::GET, "/admin/v1/cluster") => json_response(StatusCode::OK, cluster::status()),
         (&Method::GET, "/admin/v1/openapi.json") => {
             full(StatusCode::OK, "application/json", OPENAPI)
         }

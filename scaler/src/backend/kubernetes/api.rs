@@ -171,7 +171,7 @@ fn slice_name(slice: &EndpointSlice) -> String {
 
 /// The endpoints of one slice on the model server's port (by name from the slice's ports, or
 /// the number given).
-pub(super) fn endpoints_of(slice: &EndpointSlice, port: &PortRef) -> Vec<Endpoint> {
+pub(crate) fn endpoints_of(slice: &EndpointSlice, port: &PortRef) -> Vec<Endpoint> {
     let ports = slice.ports.as_deref().unwrap_or_default();
     let port = match port {
         PortRef::Number(n) => Some(*n),

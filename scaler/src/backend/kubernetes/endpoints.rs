@@ -48,10 +48,13 @@ pub enum PodOf {
 }
 
 impl PodState {
-    /// A replica asked for: it waits for a pod, and the scale goes up by one.
+    /// A replica asked for: it takes a ready pod no replica has, if there is one (a pod that
+    /// outlived its replica, or that the cluster's leader asked for), else waits for one; the
+    /// scale goes up by one.
     pub fn add_replica(&mut self, index: u64) -> u32 {
         self.waiting.push_back(index);
         self.desired += 1;
+        self.assign();
         self.desired
     }
 

@@ -80,3 +80,14 @@ fn stopping_a_replica_names_its_pod_and_lowers_the_scale() {
     s.undo_add(2);
     assert_eq!(s.desired, 0);
 }
+
+#[test]
+fn a_replica_asked_for_after_its_pod_is_ready_takes_it_at_once() {
+    // A follower in a cluster: the leader's pod is ready before this instance asks.
+    let mut s = PodState::default();
+    s.apply_slice("a", vec![ep("p1", 1, true, false)]);
+    s.add_replica(0);
+    assert!(matches!(s.pod_of(0), PodOf::Ready(p, _) if p == "p1"));
+    s.add_replica(1);
+    assert_eq!(s.pod_of(1), PodOf::Waiting);
+}

@@ -10,7 +10,8 @@
 //! decision, so a pod stuck in Pending fails the replica with the state of the workload.
 
 mod api;
-mod endpoints;
+pub(crate) use api::endpoints_of;
+pub(crate) mod endpoints;
 mod pod_status;
 mod workload;
 
@@ -100,6 +101,16 @@ impl Backend for KubernetesBackend {
         None
     }
 
+    async fn prepare(&self) {
+        if let Err(e) = self.shared.cluster().await {
+            tracing::warn!(error = %e, "cannot reach the Kubernetes API yet; trying again at the first launch");
+        }
+    }
+
+    fn observed_scale(&self) -> Option<u32> {
+        self.shared.with_observed(|o| o.replicas)
+    }
+
     fn take_notices(&self) -> Vec<String> {
         self.shared
             .with_observed(|o| std::mem::take(&mut o.notices))
@@ -108,7 +119,9 @@ impl Backend for KubernetesBackend {
     async fn launch(&self, _model: &str, index: u64) -> Result<Launched, BackendError> {
         let cluster = self.shared.cluster().await?;
         self.shared.with_state(|s| s.add_replica(index));
-        if let Err(e) = cluster.scale_to_desired().await {
+        if !crate::cluster::may_actuate() {
+            // A follower: the leader has raised the scale; this replica waits for its pod.
+        } else if let Err(e) = cluster.scale_to_desired().await {
             self.shared.with_state(|s| s.undo_add(index));
             return Err(e);
         }
@@ -134,8 +147,11 @@ impl ReplicaHandle for PodHandle {
         loop {
             let changed = self.shared.changed.notified();
             if let PodOf::Gone(pod) = self.shared.with_state(|s| s.pod_of(self.index)) {
+                // A follower's pods go when the leader scales down: that is no failure.
+                let removed = !crate::cluster::may_actuate();
                 return ExitStatus {
                     description: format!("pod {pod} is terminating or was deleted"),
+                    removed,
                 };
             }
             changed.await;
@@ -147,6 +163,9 @@ impl ReplicaHandle for PodHandle {
         let Some(cluster) = self.shared.api.get() else {
             return;
         };
+        if !crate::cluster::may_actuate() {
+            return; // the leader scales the workload; this instance only lets the pod go
+        }
         // The pod this replica is goes first; a replica still waiting for a pod lowers the
         // count, and the ReplicaSet removes a pod that is not ready, as it prefers to.
         if let Some(pod) = &pod {
