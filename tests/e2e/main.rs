@@ -7,6 +7,7 @@ mod autoscaling;
 mod clients;
 mod control_plane;
 mod data_plane;
+mod deploy_manifests;
 mod edge_fallback;
 mod edge_http;
 mod edge_loops;

@@ -1,7 +1,7 @@
 //! Backends: where replicas come from. The controller talks to every backend through [`Backend`],
 //! so a Kubernetes backend can be added without touching the controller or the data plane.
 
-pub(crate) mod kubernetes;
+pub mod kubernetes;
 mod process;
 mod static_urls;
 

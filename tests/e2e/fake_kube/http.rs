@@ -91,6 +91,16 @@ async fn handle(cluster: Arc<Cluster>, req: Request<hyper::body::Incoming>) -> R
     if !authorized {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }
+    // RBAC as the API server does it, with the Role infergate ships.
+    if let Some((group, resource, verb)) = rbac_attributes(&method, &path, &query) {
+        static GRANTS: std::sync::OnceLock<std::collections::BTreeSet<(String, String, String)>> =
+            std::sync::OnceLock::new();
+        let grants = GRANTS.get_or_init(crate::deploy_manifests::role_grants);
+        if !grants.contains(&(group.clone(), resource.clone(), verb.clone())) {
+            let message = format!("forbidden: the infergate Role cannot {verb} resource \"{resource}\" in API group \"{group}\"");
+            return error(StatusCode::FORBIDDEN, "Forbidden", &message);
+        }
+    }
     let body = req
         .into_body()
         .collect()
@@ -389,4 +399,40 @@ fn decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The (API group, resource[/subresource], verb) an authorizer checks for a request.
+fn rbac_attributes(
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+) -> Option<(String, String, String)> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    let (resource, name, sub) = match rest {
+        ["namespaces", _, resource] => (*resource, None, None),
+        ["namespaces", _, resource, name] => (*resource, Some(*name), None),
+        ["namespaces", _, resource, name, sub] => (*resource, Some(*name), Some(*sub)),
+        _ => return None,
+    };
+    let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let verb = match (method.clone(), name) {
+        (Method::GET, Some(_)) => "get",
+        (Method::GET, None) if watch => "watch",
+        (Method::GET, None) => "list",
+        (Method::POST, _) => "create",
+        (Method::PUT, _) => "update",
+        (Method::PATCH, _) => "patch",
+        (Method::DELETE, _) => "delete",
+        _ => return None,
+    };
+    let resource = match sub {
+        Some(sub) => format!("{resource}/{sub}"),
+        None => resource.to_string(),
+    };
+    Some((group.to_string(), resource, verb.to_string()))
 }

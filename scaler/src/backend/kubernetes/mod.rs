@@ -9,6 +9,7 @@
 //! own health check must then pass, as for a process. The startup deadline runs from the
 //! decision, so a pod stuck in Pending fails the replica with the state of the workload.
 
+pub mod access;
 mod api;
 pub(crate) use api::endpoints_of;
 pub(crate) mod endpoints;
