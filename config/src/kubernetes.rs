@@ -51,6 +51,10 @@ pub struct KubernetesBackendConfig {
     pub service: Option<String>,
     /// The model server's port, by name or number.
     pub port: PortRef,
+    /// The workload's pods, as a label selector (`app=vllm,tier=gpu`), for saying why they are
+    /// not ready (default: the selector the scale subresource reports).
+    #[serde(default)]
+    pub label_selector: Option<String>,
 }
 
 impl KubernetesBackendConfig {

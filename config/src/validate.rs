@@ -695,6 +695,16 @@ impl DeploymentConfig {
                         );
                     }
                 }
+                if let Some(selector) = &k.label_selector {
+                    if selector.trim().is_empty()
+                        || selector.contains(char::is_whitespace) && !selector.contains('(')
+                    {
+                        c.fail(
+                            f("backend.label_selector"),
+                            format!("must be a Kubernetes label selector such as \"app=vllm,tier=gpu\", got {selector:?}"),
+                        );
+                    }
+                }
                 match &k.port {
                     crate::PortRef::Number(0) => c.fail(f("backend.port"), "must be a port number 1–65535 or a port name, got 0"),
                     crate::PortRef::Name(n) if !crate::is_dns_label(n) || n.len() > 15 => c.fail(

@@ -265,3 +265,44 @@ fn a_gpu_list_implies_one_gpu_per_replica() {
     };
     assert_eq!(p.effective_gpus_per_replica(), 1);
 }
+
+#[test]
+fn kubernetes_backend_and_cluster_settings_name_the_field() {
+    let kube = |backend: &str, top: &str| {
+        errors_of(&format!(
+            "{top}\n[deployments.llama]\n[deployments.llama.backend]\ntype = \"kubernetes\"\n{backend}\n"
+        ))
+    };
+    assert!(kube(
+        "name = \"vllm\"\nport = \"http\"\nlabel_selector = \"app=vllm\"",
+        ""
+    )
+    .is_empty());
+    let errs = kube("name = \"Vllm_8B\"\nport = 0\nlabel_selector = \" \"", "");
+    for field in ["backend.name", "backend.port", "backend.label_selector"] {
+        assert!(
+            errs.iter()
+                .any(|e| e.contains(&format!("deployments.llama.{field}"))),
+            "{field}: {errs:#?}"
+        );
+    }
+    let errs = kube(
+        "name = \"vllm\"\nport = \"http\"",
+        "[cluster]\nmode = \"kubernetes\"\nlease_duration = \"1s\"\nlease_name = \"Lease!\"",
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("cluster.lease_duration") && e.contains("between 2s and 5m")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("cluster.lease_name")),
+        "{errs:#?}"
+    );
+    let config = Config::from_toml_str(
+        "[cluster]\nmode = \"kubernetes\"\n[admin]\naddress = \"127.0.0.1:0\"\n[deployments.llama]\n[deployments.llama.backend]\ntype = \"kubernetes\"\nname = \"vllm\"\nport = 8000\n",
+    )
+    .unwrap();
+    assert_eq!(config.cluster.lease_duration.get().as_secs(), 15);
+    assert_eq!(config.cluster.service, "infergate");
+}

@@ -20,6 +20,7 @@ mod harness;
 mod hibernation;
 mod kubernetes;
 mod kubernetes_cluster;
+mod kubernetes_real;
 mod lifecycle;
 mod live_state;
 mod maintenance;

@@ -104,7 +104,11 @@ pub(super) async fn poll_scale(client: kube::Client, namespace: String, shared: 
             }
         };
         if shared.with_state(|s| s.has_waiting()) {
-            let selector = scale.status.and_then(|s| s.selector).unwrap_or_default();
+            let selector = config
+                .label_selector
+                .clone()
+                .or_else(|| scale.status.and_then(|s| s.selector))
+                .unwrap_or_default();
             let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
             match pods.list(&ListParams::default().labels(&selector)).await {
                 Ok(list) => {
