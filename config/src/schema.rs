@@ -414,6 +414,10 @@ pub struct QueueConfig {
     pub max_wait: HumanDuration,
     /// Most requests held at once; more are answered 503 with Retry-After.
     pub max_waiting: u32,
+    /// A streaming request held this long gets its 200 and an SSE comment, then one more each
+    /// time this passes, until a replica answers (0 = off): a load balancer's idle timeout
+    /// never cuts a request waiting for a cold start.
+    pub heartbeat: HumanDuration,
 }
 
 impl Default for QueueConfig {
@@ -421,6 +425,7 @@ impl Default for QueueConfig {
         QueueConfig {
             max_wait: HumanDuration::secs(600),
             max_waiting: 1000,
+            heartbeat: HumanDuration::secs(15),
         }
     }
 }

@@ -534,6 +534,18 @@ impl DeploymentConfig {
             Duration::from_millis(1),
             DAY,
         );
+        let heartbeat = self.queue.heartbeat.get();
+        if !heartbeat.is_zero()
+            && (heartbeat < Duration::from_millis(100) || heartbeat > 10 * 60 * SECOND)
+        {
+            c.fail(
+                f("queue.heartbeat"),
+                format!(
+                    "must be 0 (off) or between 100ms and 10m, got {}",
+                    self.queue.heartbeat
+                ),
+            );
+        }
         c.int_range(
             &f("queue.max_waiting"),
             self.queue.max_waiting.into(),

@@ -140,6 +140,41 @@ pub fn python() -> PathBuf {
     py
 }
 
+/// A directory with the official Node `openai` package installed (npm, once, under target/).
+pub fn node_openai() -> PathBuf {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nodeenv");
+    if !dir.join("node_modules/openai/package.json").exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("openai@4")
+            .status()
+            .expect("npm install openai");
+        assert!(status.success(), "npm install openai failed");
+    }
+    dir
+}
+
+/// Runs `node -e script args…` with the `openai` package of [`node_openai`] resolvable.
+pub async fn run_node(dir: PathBuf, script: &'static str, args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("-e")
+            .arg(script)
+            .arg("--")
+            .args(&args)
+            .env("NODE_PATH", dir.join("node_modules"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// Runs `python -c script args…` (feeding `stdin` if given) off the async threads.
 pub async fn run_python(
     py: PathBuf,

@@ -17,6 +17,7 @@ mod fake_upstream;
 mod fallback;
 mod gpus;
 mod harness;
+mod heartbeats;
 mod hibernation;
 mod kubernetes;
 mod kubernetes_cluster;

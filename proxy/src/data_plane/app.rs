@@ -15,6 +15,7 @@ use crate::data_plane::deployment::DeploymentEntry;
 use crate::data_plane::errors::ProxyError;
 use crate::data_plane::fallback::{overload_wait, FallbackResult};
 use crate::data_plane::forward::Forwarding;
+use crate::data_plane::heartbeat::{acquire_with_heartbeats, Held};
 use crate::data_plane::request_body::{read_request_body, BodyLimits};
 use crate::data_plane::respond::{respond_error, respond_json};
 use crate::data_plane::route::{check_forwardable, route, Routed};
@@ -184,6 +185,7 @@ impl ProxyApp {
             deployment,
             strip_prefix,
             model,
+            stream,
         } = routed;
 
         let controller = &deployment.controller;
@@ -232,8 +234,20 @@ impl ProxyApp {
                 });
             }
         }
+        // A request that finds no ready replica waits for a cold start (or is first in line).
+        let cold_start = !controller.pool().has_ready();
+        let heartbeat = if stream {
+            deployment.config.queue.heartbeat.get()
+        } else {
+            Duration::ZERO
+        };
+        let mut held = Held::default();
         let acquired = match overload_wait(fallback, max_wait) {
-            Some(wait) => match self.acquire(session, &deployment, wait).await {
+            // No heartbeats while the fallback may still answer: its head must be its own.
+            Some(wait) => match self
+                .acquire(session, &deployment, wait, Duration::ZERO, &mut held)
+                .await
+            {
                 Err(ProxyError::QueueTimeout { .. }) => {
                     if let Some(fb) = fallback {
                         let served = Box::pin(fb.serve(
@@ -249,24 +263,33 @@ impl ProxyApp {
                             return Ok(outcome);
                         }
                     }
-                    self.acquire(session, &deployment, max_wait.saturating_sub(wait))
+                    let left = max_wait.saturating_sub(wait);
+                    self.acquire(session, &deployment, left, heartbeat, &mut held)
                         .await?
                 }
                 other => other?,
             },
-            None => self.acquire(session, &deployment, max_wait).await?,
+            None => {
+                self.acquire(session, &deployment, max_wait, heartbeat, &mut held)
+                    .await?
+            }
         };
         let Some(acquired) = acquired else {
             tracing::info!(deployment = %deployment.name, "client left while waiting in the queue");
             return Ok(Outcome::client_gone("queue".into(), 499, None));
         };
-        let on_replica_error = fallback.filter(|f| f.uses(FallbackWhen::ReplicaError));
+        // Once a held stream's head went out, only the replica can answer it.
+        let on_replica_error = fallback
+            .filter(|f| f.uses(FallbackWhen::ReplicaError))
+            .filter(|_| !held.head_sent);
         let plan = Forwarding {
             started,
             body: body.clone(),
             strip_prefix,
             request_id,
             hold_server_errors: on_replica_error.is_some(),
+            cold_start: cold_start && acquired.queued.is_some(),
+            head_sent: held.head_sent,
         };
         let forwarded = self.forward(session, &deployment, acquired, plan).await;
         match (forwarded, on_replica_error) {
@@ -287,13 +310,23 @@ impl ProxyApp {
         }
     }
 
-    /// Waits up to `max_wait` for a slot; `Ok(None)` when the client went away while waiting.
+    /// Waits up to `max_wait` for a slot (with heartbeats every `heartbeat` unless zero);
+    /// `Ok(None)` when the client went away while waiting.
     async fn acquire(
         &self,
         session: &mut ServerSession,
         deployment: &DeploymentEntry,
         max_wait: Duration,
+        heartbeat: Duration,
+        held: &mut Held,
     ) -> Result<Option<Acquired>, ProxyError> {
+        if !heartbeat.is_zero() {
+            // Boxed: only held streams carry its state.
+            return Box::pin(acquire_with_heartbeats(
+                session, deployment, max_wait, heartbeat, held,
+            ))
+            .await;
+        }
         let config = &deployment.config;
         let pool = deployment.controller.pool();
         let result = tokio::select! {

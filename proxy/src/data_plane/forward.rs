@@ -29,6 +29,11 @@ pub(crate) struct Forwarding {
     pub(crate) request_id: u64,
     /// Keep a 5xx from the replica from the client (the fallback answers instead).
     pub(crate) hold_server_errors: bool,
+    /// The request waited for a cold start (`x-infergate-cold-start: true`).
+    pub(crate) cold_start: bool,
+    /// A held stream's head already went out (`heartbeat`): the replica's head is not sent,
+    /// and an error answer becomes an error event.
+    pub(crate) head_sent: bool,
 }
 
 impl ProxyApp {
@@ -45,6 +50,8 @@ impl ProxyApp {
             strip_prefix,
             request_id,
             hold_server_errors,
+            cold_start,
+            head_sent,
         } = plan;
         let config = &deployment.config;
         let pool = deployment.controller.pool();
@@ -163,16 +170,30 @@ impl ProxyApp {
                 status,
             });
         }
-        let _ = response.insert_header("x-infergate-route", route.as_str());
-        if let Some(q) = queued {
-            let _ = response.insert_header("x-infergate-queued-ms", q.as_millis().to_string());
-        }
-        if session
-            .write_response_header(Box::new(response))
-            .await
-            .is_err()
-        {
-            return Ok(Outcome::client_gone(route, 499, queued));
+        if head_sent {
+            if !(200..300).contains(&status) {
+                // The 200 is gone: the replica's error reaches the client as an error event.
+                let body = read_error_body(&mut upstream, config.upstream.idle_timeout.get()).await;
+                let body = crate::data_plane::heartbeat::replica_error_body(status, &body);
+                let event = crate::data_plane::heartbeat::error_event(&body);
+                let _ = session.write_response_body(event, false).await;
+                return Ok(Outcome::client_gone(route, status, queued));
+            }
+        } else {
+            let _ = response.insert_header("x-infergate-route", route.as_str());
+            if let Some(q) = queued {
+                let _ = response.insert_header("x-infergate-queued-ms", q.as_millis().to_string());
+            }
+            if cold_start {
+                let _ = response.insert_header("x-infergate-cold-start", "true");
+            }
+            if session
+                .write_response_header(Box::new(response))
+                .await
+                .is_err()
+            {
+                return Ok(Outcome::client_gone(route, 499, queued));
+            }
         }
         deployment
             .metrics
@@ -220,4 +241,16 @@ impl ProxyApp {
             reusable: finished,
         })
     }
+}
+
+/// Up to 64 KiB of a replica's error body (what an error event needs), within `idle` per read.
+async fn read_error_body(upstream: &mut upstream::Upstream, idle: std::time::Duration) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < 64 * 1024 {
+        match fast_timeout(idle, upstream.read_body()).await {
+            Ok(Ok(Some(data))) => body.extend_from_slice(&data),
+            _ => break,
+        }
+    }
+    body
 }

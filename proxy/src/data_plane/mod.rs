@@ -9,7 +9,8 @@
 //!    [`deployment`]);
 //! 4. admit — [`app`] (`route_and_proxy`, which runs the phases in this order: local answers,
 //!    fallback before the queue, maintenance hold);
-//! 5. acquire — a replica slot from the deployment's pool (`infergate_scaler::ReplicaPool`);
+//! 5. acquire — a replica slot from the deployment's pool (`infergate_scaler::ReplicaPool`),
+//!    with [`heartbeat`]s for a streaming request held long;
 //! 6. forward — [`forward`] over [`upstream`] connections;
 //! 7. fallback after an error — [`fallback`];
 //! 8. log — [`access_log`] (metrics and the access log line);
@@ -23,6 +24,7 @@ pub mod deployment;
 pub mod errors;
 pub mod fallback;
 pub mod forward;
+pub mod heartbeat;
 pub mod multipart;
 pub mod request_body;
 pub mod respond;

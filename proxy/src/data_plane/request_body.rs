@@ -10,11 +10,16 @@ use std::borrow::Cow;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-/// Only the `model` field of an OpenAI request; everything else is skipped by the deserializer.
+/// The `model` and `stream` fields of an OpenAI request; everything else is skipped by the
+/// deserializer.
 #[derive(Deserialize)]
-struct ModelField<'a> {
+pub struct ModelField<'a> {
+    /// The model named.
     #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
+    pub model: Option<Cow<'a, str>>,
+    /// Whether the client asked for a stream of server-sent events.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 /// How much body a client may send, and how slowly.
@@ -168,10 +173,14 @@ pub fn decode(body: Bytes, encoding: Option<&str>, limit: u64) -> Result<Bytes, 
 }
 
 /// The `model` named by a JSON body: `Ok(None)` when the body has no `model` field.
+#[cfg(test)]
 pub fn model_of(body: &[u8]) -> Result<Option<Cow<'_, str>>, ProxyError> {
-    serde_json::from_slice::<ModelField>(body)
-        .map(|m| m.model)
-        .map_err(|e| ProxyError::BadJson(e.to_string()))
+    fields_of(body).map(|m| m.model)
+}
+
+/// The `model` and `stream` fields of a JSON body, in one pass.
+pub fn fields_of(body: &[u8]) -> Result<ModelField<'_>, ProxyError> {
+    serde_json::from_slice::<ModelField>(body).map_err(|e| ProxyError::BadJson(e.to_string()))
 }
 
 /// Whether a content type says the body is JSON (or says nothing, as curl often does).

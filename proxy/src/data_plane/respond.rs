@@ -34,7 +34,16 @@ pub(crate) async fn respond_json(
 
 /// Answers an error with an OpenAI-style body; true when the connection can be reused.
 pub(crate) async fn respond_error(session: &mut ServerSession, err: &ProxyError) -> bool {
-    if session.response_written().is_some() {
+    if let Some(head) = session.response_written() {
+        if head
+            .headers
+            .contains_key(crate::data_plane::heartbeat::HELD_STREAM)
+        {
+            // A held stream: its 200 went out before the wait failed. The error goes as an
+            // event, and the stream is cut rather than ended, so no client takes it for whole.
+            let event = crate::data_plane::heartbeat::error_event(&err.body());
+            let _ = session.write_response_body(event, false).await;
+        }
         return false;
     }
     let mut extra = Vec::new();

@@ -4,7 +4,7 @@
 
 use crate::data_plane::deployment::DeploymentEntry;
 use crate::data_plane::errors::ProxyError;
-use crate::data_plane::request_body::{is_json, model_of};
+use crate::data_plane::request_body::{fields_of, is_json};
 use crate::data_plane::routing::RouteTable;
 use bytes::Bytes;
 use infergate_fallback::forwarded_by_us;
@@ -21,6 +21,8 @@ pub(crate) struct Routed<'b> {
     pub(crate) strip_prefix: usize,
     /// The `model` the request named, if any.
     pub(crate) model: Option<Cow<'b, str>>,
+    /// The request asked for a stream (`"stream": true`).
+    pub(crate) stream: bool,
 }
 
 /// Finds the deployment of a request whose body was read; 404 for an unknown model, 400 for a
@@ -40,6 +42,7 @@ pub(crate) async fn route<'b>(
             .and_then(|v| v.to_str().ok())
     };
     let content_type = header_str("content-type");
+    let mut stream = false;
     let model = if body.is_empty() {
         None
     } else if let Some(boundary) = crate::data_plane::multipart::boundary(content_type) {
@@ -51,7 +54,9 @@ pub(crate) async fn route<'b>(
         .map_err(|e| ProxyError::BadBody(format!("multipart/form-data: {e}")))?
         .map(Cow::Owned)
     } else if is_json(content_type) {
-        model_of(body)?
+        let fields = fields_of(body)?;
+        stream = fields.stream;
+        fields.model
     } else {
         None
     };
@@ -83,6 +88,7 @@ pub(crate) async fn route<'b>(
         deployment,
         strip_prefix,
         model,
+        stream,
     })
 }
 
