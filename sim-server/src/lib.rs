@@ -7,6 +7,7 @@
 
 mod audio;
 mod openai;
+mod sleep;
 mod state;
 
 use bytes::Bytes;
@@ -62,6 +63,13 @@ pub struct SimOptions {
     /// Answer /metrics with 404, like a model server started without its metrics endpoint.
     #[arg(long)]
     pub no_metrics: bool,
+    /// Time `POST /wake_up` takes to bring a sleeping model back (vLLM's sleep mode).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub wake_time: Duration,
+    /// Answer `/sleep`, `/wake_up` and `/is_sleeping` with 404, like a server started without
+    /// sleep mode.
+    #[arg(long)]
+    pub no_sleep_mode: bool,
     /// Serve HTTPS with this PEM certificate chain (with `--tls-key`), like a SaaS provider.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<String>,
@@ -193,6 +201,14 @@ async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<SimBody
             "text/plain; version=0.0.4",
             state.prometheus(),
         ),
+        (&Method::POST, "/sleep") => sleep::sleep(&state),
+        (&Method::POST, "/wake_up") => sleep::wake_up(state).await,
+        (&Method::GET, "/is_sleeping") => sleep::is_sleeping(&state),
+        _ if state.sleeping.load(std::sync::atomic::Ordering::Acquire)
+            && path.starts_with("/v1/") =>
+        {
+            sleep::refused_while_sleeping()
+        }
         (&Method::GET, "/sim/stats") => full(
             StatusCode::OK,
             "application/json",

@@ -3,7 +3,7 @@
 use super::SimOptions;
 use hyper::Request;
 use serde_json::json;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
@@ -21,6 +21,12 @@ pub(crate) struct SimState {
     pub cancelled: AtomicU64,
     pub failed: AtomicU64,
     pub seq: AtomicU64,
+    /// Sleep mode: the model's GPU memory is freed (`POST /sleep`).
+    pub sleeping: AtomicBool,
+    /// `POST /sleep` calls that put it to sleep.
+    pub sleeps: AtomicU64,
+    /// `POST /wake_up` calls that woke it.
+    pub wake_ups: AtomicU64,
 }
 
 impl SimState {
@@ -39,6 +45,9 @@ impl SimState {
             cancelled: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             seq: AtomicU64::new(0),
+            sleeping: AtomicBool::new(false),
+            sleeps: AtomicU64::new(0),
+            wake_ups: AtomicU64::new(0),
         }
     }
 
@@ -84,6 +93,9 @@ impl SimState {
             "completed": self.completed.load(Ordering::Acquire),
             "cancelled": self.cancelled.load(Ordering::Acquire),
             "failed": self.failed.load(Ordering::Acquire),
+            "sleeping": self.sleeping.load(Ordering::Acquire),
+            "sleeps": self.sleeps.load(Ordering::Acquire),
+            "wake_ups": self.wake_ups.load(Ordering::Acquire),
         })
     }
 

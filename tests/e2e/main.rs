@@ -28,6 +28,7 @@ mod maintenance;
 mod queueing;
 mod readme;
 mod reload;
+mod sim_sleep;
 mod simulate;
 mod small_fixes;
 mod tls;
