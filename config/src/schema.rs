@@ -116,11 +116,28 @@ pub struct FallbackConfig {
     pub ramp_back: HumanDuration,
 }
 
+/// What hibernation does to the replicas first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HibernationMode {
+    /// Stop them at `idle_after` (the default).
+    #[default]
+    Stop,
+    /// Put them to sleep at `sleep_after`, stop them at `idle_after`.
+    Sleep,
+}
+
 /// Hibernation of an idle deployment (SPEC §5).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HibernationConfig {
-    /// How long the request rate must stay below `below_rps` before hibernating.
+    /// `stop` (replicas stop) or `sleep` (first they sleep: the process stays, its GPU memory
+    /// is freed, and it wakes in seconds — vLLM's `/sleep` and `/wake_up`).
+    pub mode: HibernationMode,
+    /// With `mode = "sleep"`: no request for this long puts the replicas to sleep.
+    pub sleep_after: HumanDuration,
+    /// How long the request rate must stay below `below_rps` before hibernating (stopping the
+    /// replicas, sleeping or not).
     pub idle_after: HumanDuration,
     /// Request rate (per second, averaged over `idle_after`) under which the deployment is idle.
     pub below_rps: f64,
@@ -131,6 +148,8 @@ pub struct HibernationConfig {
 impl Default for HibernationConfig {
     fn default() -> Self {
         HibernationConfig {
+            mode: HibernationMode::Stop,
+            sleep_after: HumanDuration::secs(300),
             idle_after: HumanDuration::secs(1800),
             below_rps: 0.0,
             wake_after_requests: 1,

@@ -608,6 +608,23 @@ impl DeploymentConfig {
         }
         if let Some(h) = &self.hibernation {
             c.duration_range(&f("hibernation.idle_after"), h.idle_after, SECOND, 30 * DAY);
+            if h.mode == crate::HibernationMode::Sleep {
+                c.duration_range(
+                    &f("hibernation.sleep_after"),
+                    h.sleep_after,
+                    SECOND,
+                    30 * DAY,
+                );
+                if h.sleep_after >= h.idle_after {
+                    c.fail(
+                        f("hibernation.sleep_after"),
+                        format!(
+                            "must be shorter than hibernation.idle_after ({}): replicas sleep first, then stop; got {}",
+                            h.idle_after, h.sleep_after
+                        ),
+                    );
+                }
+            }
             if !(h.below_rps >= 0.0 && h.below_rps <= 1e6) {
                 c.fail(
                     f("hibernation.below_rps"),

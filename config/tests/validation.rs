@@ -306,3 +306,26 @@ fn kubernetes_backend_and_cluster_settings_name_the_field() {
     assert_eq!(config.cluster.lease_duration.get().as_secs(), 15);
     assert_eq!(config.cluster.service, "infergate");
 }
+
+#[test]
+fn the_sleep_tier_and_heartbeat_settings_name_the_field_and_the_range() {
+    assert_error(
+        "hibernation = { mode = \"sleep\", sleep_after = \"1h\", idle_after = \"30m\" }",
+        "deployments.llama.hibernation.sleep_after: must be shorter than hibernation.idle_after (30m): replicas sleep first, then stop; got 1h",
+    );
+    assert!(errors_of(&base(
+        "hibernation = { mode = \"sleep\", sleep_after = \"5m\" }"
+    ))
+    .is_empty());
+    assert!(!errors_of(&base("hibernation = { mode = \"nap\" }")).is_empty());
+    assert_error(
+        "queue = { heartbeat = \"50ms\" }",
+        "deployments.llama.queue.heartbeat: must be 0 (off) or between 100ms and 10m, got 50ms",
+    );
+    assert!(errors_of(&base("queue = { heartbeat = \"0s\" }")).is_empty());
+    let config = Config::from_toml_str(&base("")).unwrap();
+    assert_eq!(
+        config.deployments["llama"].queue.heartbeat.get().as_secs(),
+        15
+    );
+}

@@ -123,7 +123,7 @@ pub fn render<'a>(
         gauge!("infergate_desired_replicas", "deployment" => name.clone())
             .set(f64::from(controller.stats.desired.load(Ordering::Acquire)));
         let replicas = pool.replicas();
-        for state in ["starting", "ready", "draining"] {
+        for state in ["starting", "ready", "draining", "sleeping"] {
             let n = replicas
                 .iter()
                 .filter(|r| r.state().name() == state)

@@ -28,6 +28,9 @@ pub struct SimulateArgs {
     /// Cold start: `90s` or `lognormal:median=90s,p99=300s`.
     #[arg(long)]
     cold_start: Option<String>,
+    /// A sleeping replica's wake-up (`hibernation.mode = "sleep"`), e.g. `2s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    wake_time: Option<Duration>,
     /// Prompt tokens per second.
     #[arg(long)]
     prefill_tps: Option<f64>,
@@ -127,6 +130,7 @@ fn options(args: &SimulateArgs) -> Result<SimOptions, String> {
     }
     o.flags = ModelFlags {
         cold_start,
+        wake_time: args.wake_time,
         prefill_tps: args.prefill_tps,
         decode_tps: args.decode_tps,
         replica_concurrency: args.replica_concurrency,

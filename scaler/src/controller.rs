@@ -16,6 +16,7 @@ mod maintenance;
 mod replica_tasks;
 mod scraping;
 mod settings_diff;
+mod sleep_tasks;
 
 pub use settings_diff::changed_fields;
 
@@ -197,7 +198,7 @@ impl Controller {
     pub fn note_request(&self) -> Serving {
         self.arrivals.fetch_add(1, Ordering::Relaxed);
         let serving = self.serving();
-        if serving == Serving::Hibernated {
+        if matches!(serving, Serving::Hibernated | Serving::Sleeping) {
             self.pool.demand().notify_one();
         }
         serving
@@ -508,6 +509,7 @@ fn export_replica_seconds(name: &str, before: &ReplicaSeconds, now: &ReplicaSeco
         ("starting", before.starting, now.starting),
         ("ready", before.ready, now.ready),
         ("draining", before.draining, now.draining),
+        ("sleeping", before.sleeping, now.sleeping),
     ] {
         if new != old || new == 0.0 {
             metrics::gauge!("infergate_replica_seconds_total", "deployment" => name.to_string(), "state" => state)

@@ -60,6 +60,10 @@ pub enum EventKind {
     ConfigRejected,
     /// The workload's replica count was changed outside infergate (e.g. `kubectl scale`).
     ScaledOutside,
+    /// The replicas were put to sleep (`hibernation.mode = "sleep"`).
+    Slept,
+    /// A replica's server has no sleep mode: hibernation stops replicas instead.
+    SleepUnsupported,
 }
 
 impl EventKind {
@@ -86,6 +90,8 @@ impl EventKind {
             EventKind::SettingsChanged => "settings_changed",
             EventKind::ConfigRejected => "config_rejected",
             EventKind::ScaledOutside => "scaled_outside",
+            EventKind::Slept => "slept",
+            EventKind::SleepUnsupported => "sleep_unsupported",
         }
     }
 }

@@ -31,6 +31,29 @@ async fn probe_inner(addr: SocketAddr, path: &str) -> bool {
     buf.starts_with(b"HTTP/1.") && buf[9] == b'2'
 }
 
+/// `POST path` with an empty body on `addr`; the status code of the answer (read within
+/// `timeout`). For a model server's control endpoints (vLLM's `/sleep`, `/wake_up`).
+pub async fn post_empty(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<u16> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let request = format!(
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: infergate-control\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer")
+            })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
+}
+
 /// Connects and sends `GET path` as HTTP/1.0 with `Connection: close`, so the answer is never
 /// chunked and ends when the server closes.
 pub(crate) async fn send_get(

@@ -3,6 +3,9 @@
 //!
 //! - `Active` → `Hibernated` when the request rate over `idle_after` is at or below `below_rps`
 //!   (by default: no request at all for `idle_after`), whatever `min_replicas` says; or by hand.
+//! - With `mode = "sleep"`, first `Active` → `Sleeping` after no request for `sleep_after`: the
+//!   replicas stay, asleep (vLLM's `/sleep`); `Sleeping` → `Hibernated` by the rule above, and
+//!   `Sleeping` → `Waking` as from `Hibernated` (the replicas are woken with `/wake_up`).
 //! - `Hibernated` → `Waking` after `wake_after_requests` requests, or by hand (`resume`).
 //! - `Waking` → `Active` once a replica is ready.
 //! - any → `Deactivated` after `deactivate_after` without a request; only `activate` leaves it.
@@ -24,6 +27,8 @@ pub enum Serving {
     Waking = 2,
     /// Idle too long: requests are refused until an explicit `activate`.
     Deactivated = 3,
+    /// Idle: the replicas are kept asleep (GPU memory freed); requests wake them in seconds.
+    Sleeping = 4,
 }
 
 impl Serving {
@@ -34,6 +39,7 @@ impl Serving {
             Serving::Hibernated => "hibernated",
             Serving::Waking => "waking",
             Serving::Deactivated => "deactivated",
+            Serving::Sleeping => "sleeping",
         }
     }
 
@@ -43,6 +49,7 @@ impl Serving {
             1 => Serving::Hibernated,
             2 => Serving::Waking,
             3 => Serving::Deactivated,
+            4 => Serving::Sleeping,
             _ => Serving::Active,
         }
     }
@@ -60,6 +67,8 @@ pub struct HibernationSettings {
     pub hibernate: Option<(Duration, f64, u32)>,
     /// No traffic for this long deactivates (`None` = never).
     pub deactivate_after: Option<Duration>,
+    /// No request for this long puts the replicas to sleep first (`mode = "sleep"`).
+    pub sleep_after: Option<Duration>,
 }
 
 impl HibernationSettings {
@@ -71,6 +80,11 @@ impl HibernationSettings {
                 .as_ref()
                 .map(|h| (h.idle_after.get(), h.below_rps, h.wake_after_requests)),
             deactivate_after: Some(c.deactivate_after.get()).filter(|d| !d.is_zero()),
+            sleep_after: c
+                .hibernation
+                .as_ref()
+                .filter(|h| h.mode == infergate_config::HibernationMode::Sleep)
+                .map(|h| h.sleep_after.get()),
         }
     }
 
@@ -89,6 +103,9 @@ pub struct HibernationMemory {
     last_total: u64,
     /// Arrivals total when the deployment went to sleep (wake counts from here).
     total_at_sleep: u64,
+    /// Since when a replica has been ready without a break: the sleep tier's idle clock starts
+    /// no earlier (a replica that just finished loading is not put to sleep at once).
+    ready_since: Option<Duration>,
 }
 
 /// A transition and why.
@@ -117,6 +134,11 @@ pub fn step(
         memory.last_traffic = now;
     }
     let rate = record_and_rate(settings, memory, total, now);
+    if ready == 0 {
+        memory.ready_since = None;
+    } else if memory.ready_since.is_none() {
+        memory.ready_since = Some(now);
+    }
     let to = |to, reason| {
         Some(Transition {
             to,
@@ -132,18 +154,28 @@ pub fn step(
             }
         }
     }
+    let idle = match (settings.hibernate, rate) {
+        (Some((_, below_rps, _)), Some(rate)) => rate <= below_rps,
+        _ => false,
+    };
     match state {
-        Serving::Active => match (settings.hibernate, rate) {
-            (Some((_, below_rps, _)), Some(rate)) if rate <= below_rps => {
+        Serving::Active | Serving::Sleeping if idle => {
+            memory.total_at_sleep = total;
+            to(
+                Serving::Hibernated,
+                "request rate at or below below_rps for idle_after",
+            )
+        }
+        Serving::Active => match (settings.sleep_after, memory.ready_since) {
+            (Some(after), Some(since))
+                if now.saturating_sub(memory.last_traffic.max(since)) >= after =>
+            {
                 memory.total_at_sleep = total;
-                to(
-                    Serving::Hibernated,
-                    "request rate at or below below_rps for idle_after",
-                )
+                to(Serving::Sleeping, "no request for sleep_after")
             }
             _ => None,
         },
-        Serving::Hibernated => {
+        Serving::Hibernated | Serving::Sleeping => {
             if total.saturating_sub(memory.total_at_sleep) >= settings.wake_after() {
                 to(Serving::Waking, "wake_after_requests requests arrived")
             } else {
@@ -169,7 +201,15 @@ pub fn next_due(
             .deactivate_after
             .map(|after| memory.last_traffic + after);
     }
-    if let (Serving::Active, Some((idle_after, below_rps, _))) = (state, settings.hibernate) {
+    if let (Serving::Active, Some(after), Some(since)) =
+        (state, settings.sleep_after, memory.ready_since)
+    {
+        let sleep_at = memory.last_traffic.max(since) + after;
+        due = Some(due.map_or(sleep_at, |d: Duration| d.min(sleep_at)));
+    }
+    if let (Serving::Active | Serving::Sleeping, Some((idle_after, below_rps, _))) =
+        (state, settings.hibernate)
+    {
         let bucket = (idle_after / 512).max(Duration::from_millis(100));
         let hibernate_at = if below_rps > 0.0 {
             now + bucket // the rate moves as arrivals age out of the window
@@ -248,6 +288,7 @@ mod tests {
         HibernationSettings {
             hibernate: Some((secs(idle), below_rps, wake)),
             deactivate_after: deactivate.map(secs),
+            sleep_after: None,
         }
     }
 
@@ -278,6 +319,40 @@ mod tests {
         // Requests until t = 100, then none.
         let changes = run(&s, Serving::Active, &mut m, 0, 300, |t| t.min(100), 1);
         assert_eq!(changes, vec![(160, Serving::Hibernated)]);
+    }
+
+    #[test]
+    fn the_sleep_tier_sleeps_at_sleep_after_then_stops_at_idle_after_or_wakes_on_a_request() {
+        let mut s = settings(60, 0.0, 1, None);
+        s.sleep_after = Some(secs(20));
+        let mut m = HibernationMemory::default();
+        // Requests until t = 100: asleep at 120, stopped at 160.
+        let changes = run(&s, Serving::Active, &mut m, 0, 300, |t| t.min(100), 1);
+        assert_eq!(
+            changes,
+            vec![(120, Serving::Sleeping), (160, Serving::Hibernated)]
+        );
+        let due = next_due(&s, Serving::Active, &HibernationMemory::default(), S);
+        assert!(due.is_some_and(|d| d <= secs(20)), "{due:?}");
+        // A request while asleep wakes it (its replicas are woken, not started).
+        let mut m = HibernationMemory::default();
+        let changes = run(
+            &s,
+            Serving::Active,
+            &mut m,
+            0,
+            140,
+            |t| t.min(100) + u64::from(t >= 130),
+            1,
+        );
+        assert_eq!(
+            changes,
+            vec![
+                (120, Serving::Sleeping),
+                (130, Serving::Waking),
+                (131, Serving::Active)
+            ]
+        );
     }
 
     #[test]
@@ -312,6 +387,7 @@ mod tests {
         let s = HibernationSettings {
             hibernate: None,
             deactivate_after: Some(600 * S),
+            sleep_after: None,
         };
         let mut m = HibernationMemory::default();
         let changes = run(&s, Serving::Active, &mut m, 0, 2000, |t| t.min(50), 1);
@@ -328,6 +404,7 @@ mod tests {
         let s = HibernationSettings {
             hibernate: None,
             deactivate_after: None,
+            sleep_after: None,
         };
         let mut m = HibernationMemory::default();
         assert!(run(&s, Serving::Active, &mut m, 0, 10_000, |_| 0, 0).is_empty());

@@ -20,6 +20,8 @@ pub enum ReplicaState {
     Stopped = 3,
     /// Crashed, failed its readiness check or timed out.
     Failed = 4,
+    /// Asleep (`hibernation.mode = "sleep"`): kept, receives no requests until woken.
+    Sleeping = 5,
 }
 
 impl ReplicaState {
@@ -31,6 +33,7 @@ impl ReplicaState {
             ReplicaState::Draining => "draining",
             ReplicaState::Stopped => "stopped",
             ReplicaState::Failed => "failed",
+            ReplicaState::Sleeping => "sleeping",
         }
     }
 
@@ -40,6 +43,7 @@ impl ReplicaState {
             1 => ReplicaState::Ready,
             2 => ReplicaState::Draining,
             3 => ReplicaState::Stopped,
+            5 => ReplicaState::Sleeping,
             _ => ReplicaState::Failed,
         }
     }

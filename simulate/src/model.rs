@@ -58,6 +58,8 @@ impl std::str::FromStr for ColdStart {
 pub struct ReplicaModel {
     /// Asked for → ready.
     pub cold_start: ColdStart,
+    /// Asleep → ready again (`POST /wake_up`, `hibernation.mode = "sleep"`).
+    pub wake_time: Duration,
     /// Prompt tokens per second (one request).
     pub prefill_tps: f64,
     /// Generated tokens per second for a request alone on a replica.
@@ -80,6 +82,7 @@ impl Default for ReplicaModel {
     fn default() -> Self {
         ReplicaModel {
             cold_start: ColdStart::Fixed(Duration::from_secs(90)),
+            wake_time: Duration::from_secs(2),
             prefill_tps: 5_000.0,
             decode_tps: 50.0,
             batching_slowdown: 0.05,

@@ -42,6 +42,10 @@ pub struct RunResult {
     pub cost_usd: f64,
     /// Replicas started.
     pub cold_starts: u64,
+    /// Sleeping replicas woken.
+    pub wake_ups: u64,
+    /// Replica-seconds asleep (not in `gpu_seconds`).
+    pub sleeping_seconds: f64,
     /// Queue wait.
     pub wait_ms: WaitMs,
     /// Time to first token.
@@ -89,6 +93,8 @@ fn result(
         gpu_seconds: round(gpu_seconds, 1),
         cost_usd: round(cost, 4),
         cold_starts: m.cold_starts,
+        wake_ups: m.wake_ups,
+        sleeping_seconds: round(m.replica_seconds.sleeping, 1),
         wait_ms: WaitMs {
             p50: w50,
             p95: w95,
@@ -129,6 +135,8 @@ pub(crate) fn results_of(policy: PolicyKind, _plan: &Plan, pass: &PassResult) ->
         total.timed_out += m.timed_out;
         total.refused += m.refused;
         total.cold_starts += m.cold_starts;
+        total.wake_ups += m.wake_ups;
+        total.replica_seconds.sleeping += m.replica_seconds.sleeping;
         total.over_scale += m.over_scale;
         total.fallback += m.fallback;
         total.fallback_cost += m.fallback_cost;

@@ -16,6 +16,8 @@ use std::time::Duration;
 pub struct ModelFlags {
     /// `--cold-start`.
     pub cold_start: Option<ColdStart>,
+    /// `--wake-time`.
+    pub wake_time: Option<Duration>,
     /// `--prefill-tps`.
     pub prefill_tps: Option<f64>,
     /// `--decode-tps`.
@@ -149,6 +151,7 @@ pub fn spec_for(options: &SimOptions, name: &str) -> Result<Spec, SimError> {
     }
     let f = &options.flags;
     model.cold_start = f.cold_start.unwrap_or(model.cold_start);
+    model.wake_time = f.wake_time.unwrap_or(model.wake_time);
     model.prefill_tps = f.prefill_tps.unwrap_or(model.prefill_tps);
     model.decode_tps = f.decode_tps.unwrap_or(model.decode_tps);
     if let Some(n) = f.replica_concurrency {

@@ -30,6 +30,7 @@ mod readme;
 mod reload;
 mod sim_sleep;
 mod simulate;
+mod sleep_tier;
 mod small_fixes;
 mod tls;
 mod unavailable;

@@ -62,6 +62,8 @@ impl DeploymentFallback {
         }
         let asleep = match serving {
             Serving::Hibernated => Some((FallbackWhen::Hibernated, "hibernated")),
+            // The sleep tier of hibernation: `when = ["hibernated"]` covers it.
+            Serving::Sleeping => Some((FallbackWhen::Hibernated, "sleeping")),
             Serving::Waking if !has_ready => Some((FallbackWhen::Waking, "waking")),
             _ => None,
         };

@@ -29,6 +29,8 @@ impl Controller {
                 why,
                 failure,
             } => self.fail_starting(index, why, failure),
+            Command::Sleep { index } => self.sleep_replica(index),
+            Command::WakeUp { index } => self.wake_replica(index),
             Command::Serving { from, to, reason } => {
                 self.serving.store(to as u8, Ordering::Release);
                 tracing::info!(deployment = %self.name, from = from.name(), to = to.name(), reason, "serving state changed");

@@ -56,8 +56,11 @@ impl Controller {
         loop {
             let config = self.config.load_full();
             tokio::time::sleep(config.health.interval_ready.get()).await;
-            if replica.state() != ReplicaState::Ready {
-                return;
+            match replica.state() {
+                ReplicaState::Ready => {}
+                // Asleep or being woken: watched again once it is ready.
+                ReplicaState::Sleeping | ReplicaState::Starting => continue,
+                _ => return,
             }
             if replica.is_ejected() && !health.ejected {
                 // Ejected by the data plane after a refused connect.

@@ -179,7 +179,10 @@ impl Controller {
     /// Marks a replica draining (no new requests) and stops it once idle or after the drain timeout.
     pub(super) fn begin_stop(self: Arc<Self>, replica: Arc<Replica>, why: &str) {
         let was = replica.state();
-        if !matches!(was, ReplicaState::Ready | ReplicaState::Starting) {
+        if !matches!(
+            was,
+            ReplicaState::Ready | ReplicaState::Starting | ReplicaState::Sleeping
+        ) {
             return;
         }
         replica.set_state(ReplicaState::Draining);

@@ -16,6 +16,8 @@ pub struct StateCounts {
     pub ready: u32,
     /// Finishing in-flight requests before it stops.
     pub draining: u32,
+    /// Asleep (`hibernation.mode = "sleep"`): the process stays, its GPU memory is freed.
+    pub sleeping: u32,
 }
 
 /// Accumulated replica time per state, in seconds, and the GPUs each replica holds.
@@ -27,6 +29,8 @@ pub struct ReplicaSeconds {
     pub ready: f64,
     /// Seconds of replicas draining.
     pub draining: f64,
+    /// Seconds of replicas asleep (not in [`ReplicaSeconds::total`]: no GPU memory held).
+    pub sleeping: f64,
     last: Option<Duration>,
     counts: StateCounts,
 }
@@ -40,6 +44,7 @@ impl ReplicaSeconds {
             self.starting += dt * f64::from(self.counts.starting);
             self.ready += dt * f64::from(self.counts.ready);
             self.draining += dt * f64::from(self.counts.draining);
+            self.sleeping += dt * f64::from(self.counts.sleeping);
         }
         if self.last.is_none_or(|last| now >= last) {
             self.last = Some(now);
@@ -47,7 +52,7 @@ impl ReplicaSeconds {
         self.counts = counts;
     }
 
-    /// Replica-seconds in every state.
+    /// Replica-seconds in every state that holds a GPU's memory (asleep does not).
     pub fn total(&self) -> f64 {
         self.starting + self.ready + self.draining
     }
@@ -80,6 +85,7 @@ mod tests {
     fn integrates_each_state_piecewise() {
         let mut a = ReplicaSeconds::default();
         let c = |starting, ready, draining| StateCounts {
+            sleeping: 0,
             starting,
             ready,
             draining,
@@ -101,6 +107,7 @@ mod tests {
         a.advance(
             s(10),
             StateCounts {
+                sleeping: 0,
                 ready: 1,
                 ..Default::default()
             },
@@ -108,6 +115,7 @@ mod tests {
         a.advance(
             s(5),
             StateCounts {
+                sleeping: 0,
                 ready: 1,
                 ..Default::default()
             },

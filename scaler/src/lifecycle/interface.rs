@@ -30,6 +30,18 @@ pub enum Command {
         /// The back-off that follows.
         failure: Failure,
     },
+    /// Put replica `index` to sleep (`POST /sleep?level=1` once it is idle); it gets no new
+    /// requests. Report [`LifecycleCore::sleep_refused`] if the server has no sleep mode.
+    Sleep {
+        /// Which replica.
+        index: u64,
+    },
+    /// Wake sleeping replica `index` (`POST /wake_up`, then its health check); report
+    /// [`LifecycleCore::replica_ready`].
+    WakeUp {
+        /// Which replica.
+        index: u64,
+    },
     /// The serving state changed (the data plane reads it on every request).
     Serving {
         /// Previous state.

@@ -89,6 +89,8 @@ pub struct LifecycleCore {
     peak_desired: u32,
     accounting: ReplicaSeconds,
     arrivals: u64,
+    /// A replica's server answered 404 to `/sleep`: hibernation stops replicas from now on.
+    sleep_unsupported: bool,
 }
 
 impl LifecycleCore {
@@ -140,6 +142,7 @@ impl LifecycleCore {
             peak_desired: 0,
             accounting: ReplicaSeconds::default(),
             arrivals: 0,
+            sleep_unsupported: false,
         }
     }
 
@@ -175,7 +178,23 @@ impl LifecycleCore {
             desired = 0;
             reason = self.serving.name();
         }
-        let current = counts.current();
+        if self.serving == Serving::Sleeping {
+            // Asleep: the replicas are kept as they are until a request wakes them.
+            let sleeping = self.sleeping_count();
+            let previous = std::mem::replace(&mut self.desired, sleeping);
+            self.account(now);
+            return Decided {
+                desired: self.desired,
+                previous,
+                reason: self.serving.name(),
+                average_load: decision.average_load,
+                current_load: decision.current_load,
+                replicas: self.counts(),
+                in_backoff: self.in_backoff(now),
+            };
+        }
+        // After the hibernation step: replicas it woke from sleep are starting now.
+        let current = self.counts().current();
         if desired == 0 && current == 0 && self.unavailable {
             // Nothing is being started any more (load is gone): the next request must get a
             // fresh try — waiting, and asking for a replica — not the 503 of the last attempt.
@@ -296,6 +315,9 @@ impl LifecycleCore {
     /// New settings take effect on the next decision.
     pub fn set_settings(&mut self, settings: CoreSettings) {
         self.settings = settings;
+        if self.sleep_unsupported {
+            self.settings.hibernation.sleep_after = None;
+        }
     }
 
     /// Starting (asked for, not ready) and ready replicas.
@@ -313,11 +335,21 @@ impl LifecycleCore {
 
     fn state_counts(&self) -> StateCounts {
         let c = self.counts();
+        let sleeping = self.sleeping_count();
         StateCounts {
             starting: c.starting,
             ready: c.ready,
-            draining: (self.replicas.len() as u32).saturating_sub(c.starting + c.ready),
+            draining: (self.replicas.len() as u32).saturating_sub(c.starting + c.ready + sleeping),
+            sleeping,
         }
+    }
+
+    /// Replicas asleep.
+    fn sleeping_count(&self) -> u32 {
+        self.replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::Sleeping)
+            .count() as u32
     }
 
     fn account(&mut self, now: Duration) {

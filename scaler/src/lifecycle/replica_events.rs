@@ -117,6 +117,11 @@ impl LifecycleCore {
             .find(|r| r.index == index && r.state == ReplicaState::Starting)?;
         r.state = ReplicaState::Ready;
         let cold_start = now.saturating_sub(r.asked_at);
+        if self.serving == crate::hibernation::Serving::Sleeping {
+            // Finished loading while the others sleep: it sleeps too.
+            r.state = ReplicaState::Sleeping;
+            out.push(Command::Sleep { index });
+        }
         self.consecutive_failures = 0;
         if std::mem::replace(&mut self.unavailable, false) {
             out.push(Command::Available { ready: Some(index) });

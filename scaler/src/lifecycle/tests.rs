@@ -20,6 +20,7 @@ fn settings() -> CoreSettings {
         hibernation: HibernationSettings {
             hibernate: None,
             deactivate_after: None,
+            sleep_after: None,
         },
         startup_timeout: Duration::from_secs(30),
         startup_failures_to_give_up: 3,
@@ -306,4 +307,92 @@ fn a_follower_takes_the_leaders_count_and_decides_itself_the_moment_it_leads() {
     let (d, _) = tick(&mut core, 3.0, 10.0);
     assert!(d.desired > 1, "{d:?}");
     assert_ne!(d.reason, "leader");
+}
+
+fn sleep_tier() -> CoreSettings {
+    let mut s = settings();
+    s.policy.min_replicas = 1;
+    s.hibernation.hibernate = Some((Duration::from_secs(60), 0.0, 1));
+    s.hibernation.sleep_after = Some(Duration::from_secs(20));
+    s
+}
+
+fn step(core: &mut LifecycleCore, at: f64, arrivals: u64) -> Vec<Command> {
+    let mut out = Vec::new();
+    let observed = Observation {
+        load: 0.0,
+        arrivals,
+        follow: None,
+    };
+    core.tick(s(at), observed, &|_| 0, &mut out);
+    out
+}
+
+#[test]
+fn the_sleep_tier_sleeps_idle_replicas_wakes_them_on_a_request_then_stops_them() {
+    let mut core = LifecycleCore::running_with_ready("m", sleep_tier(), 1);
+    assert!(step(&mut core, 0.0, 0).is_empty());
+    assert!(step(&mut core, 19.0, 0).is_empty());
+    let out = step(&mut core, 20.0, 0);
+    assert!(out.contains(&Command::Sleep { index: 0 }), "{out:?}");
+    assert_eq!(core.serving(), Serving::Sleeping);
+    // Asleep: kept, no start although min_replicas is 1, and not costed as GPU time.
+    let out = step(&mut core, 25.0, 0);
+    assert!(starts(&out).is_empty(), "{out:?}");
+    let before = core.accounting_at(s(25.0));
+    let after = core.accounting_at(s(35.0));
+    assert_eq!(after.sleeping - before.sleeping, 10.0);
+    assert_eq!(after.total(), before.total());
+    // A request wakes the same replica (no new one).
+    let out = step(&mut core, 36.0, 1);
+    assert!(out.contains(&Command::WakeUp { index: 0 }), "{out:?}");
+    assert!(starts(&out).is_empty(), "{out:?}");
+    let mut out = Vec::new();
+    core.replica_ready(0, s(38.0), &mut out);
+    step(&mut core, 38.5, 1);
+    assert_eq!(core.serving(), Serving::Active);
+    // Idle again: asleep 20 s after it was awake, stopped 60 s after the last request.
+    step(&mut core, 59.0, 1);
+    assert_eq!(core.serving(), Serving::Sleeping);
+    let out = step(&mut core, 97.0, 1);
+    assert!(out.contains(&Command::Drain { index: 0 }), "{out:?}");
+    assert_eq!(core.serving(), Serving::Hibernated);
+}
+
+#[test]
+fn a_server_without_sleep_mode_falls_back_to_stop_with_one_event() {
+    let mut core = LifecycleCore::running_with_ready("m", sleep_tier(), 2);
+    step(&mut core, 0.0, 0);
+    let out = step(&mut core, 20.0, 0);
+    assert_eq!(
+        out.iter()
+            .filter(|c| matches!(c, Command::Sleep { .. }))
+            .count(),
+        2
+    );
+    let mut out = Vec::new();
+    core.sleep_refused(0, "404", s(20.5), &mut out);
+    core.sleep_refused(1, "404", s(20.5), &mut out);
+    let warnings = out
+        .iter()
+        .filter(|c| {
+            matches!(
+                c,
+                Command::Event {
+                    kind: EventKind::SleepUnsupported,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(warnings, 1, "{out:?}");
+    assert_eq!(core.serving(), Serving::Active);
+    // From now on it stops at idle_after and never sleeps.
+    let out = step(&mut core, 40.0, 0);
+    assert!(
+        !out.iter().any(|c| matches!(c, Command::Sleep { .. })),
+        "{out:?}"
+    );
+    step(&mut core, 85.0, 0);
+    assert_eq!(core.serving(), Serving::Hibernated);
 }

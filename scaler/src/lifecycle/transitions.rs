@@ -5,6 +5,7 @@ use super::{Command, LifecycleCore};
 use crate::events::{EventKind, Numbers};
 use crate::hibernation::{self, Serving};
 use crate::policy::PolicyMemory;
+use crate::replica::ReplicaState;
 use std::time::Duration;
 
 impl LifecycleCore {
@@ -24,7 +25,7 @@ impl LifecycleCore {
             now,
         );
         if let Some(t) = transition {
-            self.enter(t.to, t.reason, false, out);
+            self.enter(t.to, t.reason, false, now, out);
         }
         self.serving.holds_at_zero()
     }
@@ -37,7 +38,7 @@ impl LifecycleCore {
         out: &mut Vec<Command>,
     ) -> Result<(), String> {
         self.by_hand(
-            &[Serving::Active, Serving::Waking],
+            &[Serving::Active, Serving::Waking, Serving::Sleeping],
             Serving::Hibernated,
             arrivals,
             now,
@@ -52,7 +53,13 @@ impl LifecycleCore {
         now: Duration,
         out: &mut Vec<Command>,
     ) -> Result<(), String> {
-        self.by_hand(&[Serving::Hibernated], Serving::Waking, arrivals, now, out)
+        self.by_hand(
+            &[Serving::Hibernated, Serving::Sleeping],
+            Serving::Waking,
+            arrivals,
+            now,
+            out,
+        )
     }
 
     /// Brings a deactivated deployment back.
@@ -90,12 +97,65 @@ impl LifecycleCore {
         }
         self.arrivals = arrivals;
         hibernation::manual(&mut self.hibernation, to, arrivals, now);
-        self.enter(to, "by hand", true, out);
+        self.enter(to, "by hand", true, now, out);
         Ok(())
     }
 
+    /// Replica `index`'s server has no sleep mode (it answered 404 to `/sleep`): the deployment
+    /// falls back to `stop` for good, with one warning event; replicas already asleep are woken
+    /// and the deployment is active again (it hibernates, by stopping, at `idle_after`).
+    pub fn sleep_refused(&mut self, index: u64, why: &str, now: Duration, out: &mut Vec<Command>) {
+        if let Some(r) = self
+            .replicas
+            .iter_mut()
+            .find(|r| r.index == index && r.state == ReplicaState::Sleeping)
+        {
+            r.state = ReplicaState::Ready;
+        }
+        if self.sleep_unsupported {
+            return;
+        }
+        self.sleep_unsupported = true;
+        self.settings.hibernation.sleep_after = None;
+        out.push(Command::Event {
+            kind: EventKind::SleepUnsupported,
+            component: "backend",
+            message: format!(
+                "{}-{index}: {why}; hibernation falls back to mode = \"stop\"",
+                self.name
+            ),
+            numbers: Numbers::default(),
+        });
+        for r in &mut self.replicas {
+            if r.state == ReplicaState::Sleeping {
+                r.state = ReplicaState::Starting;
+                r.asked_at = now;
+                out.push(Command::WakeUp { index: r.index });
+            }
+        }
+        if self.serving == Serving::Sleeping {
+            let ready = self.counts().ready;
+            let to = if ready > 0 {
+                Serving::Active
+            } else {
+                Serving::Waking
+            };
+            self.enter(to, "the replicas cannot sleep", false, now, out);
+        }
+        self.account(now);
+    }
+
     /// Switches the serving state; waking starts like a first deploy (max(1, min) replicas).
-    fn enter(&mut self, to: Serving, reason: &'static str, by_hand: bool, out: &mut Vec<Command>) {
+    /// Going to sleep puts the ready replicas to sleep; leaving it wakes them (or, to
+    /// hibernation, stops them).
+    fn enter(
+        &mut self,
+        to: Serving,
+        reason: &'static str,
+        by_hand: bool,
+        now: Duration,
+        out: &mut Vec<Command>,
+    ) {
         let from = std::mem::replace(&mut self.serving, to);
         if from == to {
             return;
@@ -104,11 +164,32 @@ impl LifecycleCore {
             self.memory = PolicyMemory::first_deploy(&self.settings.policy);
         }
         out.push(Command::Serving { from, to, reason });
+        for r in &mut self.replicas {
+            match (to, r.state) {
+                (Serving::Sleeping, ReplicaState::Ready) => {
+                    r.state = ReplicaState::Sleeping;
+                    out.push(Command::Sleep { index: r.index });
+                }
+                (Serving::Waking | Serving::Active, ReplicaState::Sleeping) => {
+                    // Woken like a start: its startup deadline runs from now.
+                    r.state = ReplicaState::Starting;
+                    r.asked_at = now;
+                    out.push(Command::WakeUp { index: r.index });
+                }
+                (_, ReplicaState::Sleeping) => {
+                    r.state = ReplicaState::Draining;
+                    out.push(Command::Drain { index: r.index });
+                }
+                _ => {}
+            }
+        }
+        self.account(now);
         let kind = match (from, to) {
+            (_, Serving::Sleeping) => EventKind::Slept,
             (_, Serving::Hibernated) => EventKind::Hibernated,
             (_, Serving::Deactivated) => EventKind::Deactivated,
             (Serving::Deactivated, _) => EventKind::Activated,
-            (Serving::Hibernated, _) => EventKind::Woke,
+            (Serving::Hibernated | Serving::Sleeping, _) => EventKind::Woke,
             _ => return, // waking → active is the replica_ready event
         };
         out.push(Command::Event {

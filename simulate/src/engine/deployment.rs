@@ -305,6 +305,24 @@ impl Deployment {
                     self.stop(now, i);
                 }
             }
+            Action::Sleep { index } => {
+                if let Some(i) = self.position(index) {
+                    self.replicas[i].state = ReplicaState::Sleeping;
+                }
+            }
+            Action::WakeUp { index } => {
+                if let Some(i) = self.position(index) {
+                    self.replicas[i].state = ReplicaState::Starting;
+                    self.measured.wake_ups += 1;
+                    events.push(
+                        now + self.model.wake_time,
+                        Event::Ready {
+                            dep: self.id,
+                            index,
+                        },
+                    );
+                }
+            }
         }
     }
 
@@ -331,6 +349,7 @@ impl Deployment {
             match r.state {
                 ReplicaState::Starting => c.starting += 1,
                 ReplicaState::Ready => c.ready += 1,
+                ReplicaState::Sleeping => c.sleeping += 1,
                 _ => c.draining += 1,
             }
         }

@@ -19,6 +19,8 @@ pub struct Measured {
     pub refused: u64,
     /// Replicas started (each one a cold start).
     pub cold_starts: u64,
+    /// Sleeping replicas woken (`hibernation.mode = "sleep"`): each one a wake, not a cold start.
+    pub wake_ups: u64,
     /// Replicas that stopped (or were still up at the end) without serving a request.
     pub over_scale: u64,
     /// Requests answered by the fallback.

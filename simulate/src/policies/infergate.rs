@@ -89,6 +89,8 @@ impl Scaler for Infergate {
                 }
                 Command::Drain { index } => out.push(Action::Drain { index }),
                 Command::Fail { index, .. } => out.push(Action::Fail { index }),
+                Command::Sleep { index } => out.push(Action::Sleep { index }),
+                Command::WakeUp { index } => out.push(Action::WakeUp { index }),
                 _ => {}
             }
         }

@@ -91,6 +91,16 @@ pub enum Action {
         /// Its number.
         index: u64,
     },
+    /// Put it to sleep: it keeps its place but serves nothing and holds no GPU memory.
+    Sleep {
+        /// Its number.
+        index: u64,
+    },
+    /// Wake it: ready again after the model's wake time.
+    WakeUp {
+        /// Its number.
+        index: u64,
+    },
 }
 
 /// A scaling policy driven in virtual time.

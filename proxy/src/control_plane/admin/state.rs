@@ -41,6 +41,7 @@ pub fn deployment_state(d: &crate::data_plane::deployment::DeploymentEntry) -> V
             "starting": round3(seconds.starting),
             "ready": round3(seconds.ready),
             "draining": round3(seconds.draining),
+            "sleeping": round3(seconds.sleeping),
         },
         "gpus_per_replica": gpus,
         "gpu_seconds": round3(seconds.gpu_seconds(gpus)),
