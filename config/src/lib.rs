@@ -8,6 +8,9 @@ mod demo;
 mod duration;
 pub use duration::HumanDuration;
 mod cluster;
+pub mod cron;
+mod schedule;
+pub use schedule::ScheduleConfig;
 mod kubernetes;
 pub use cluster::{ClusterConfig, ClusterMode};
 pub use kubernetes::{

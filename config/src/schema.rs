@@ -338,6 +338,9 @@ pub struct DeploymentConfig {
     /// No traffic for this long deactivates the deployment (0 = never).
     #[serde(default = "defaults::deactivate_after")]
     pub deactivate_after: HumanDuration,
+    /// Scheduled warm windows: other `min_replicas` / `max_replicas` at known times.
+    #[serde(default)]
+    pub schedule: Vec<crate::ScheduleConfig>,
     /// Dollars per GPU-hour: `status`, the admin API and `simulate` turn GPU-seconds into cost.
     #[serde(default)]
     pub gpu_hour_price: Option<f64>,

@@ -606,6 +606,9 @@ impl DeploymentConfig {
                 HOUR,
             );
         }
+        for (field, message) in crate::schedule::problems(&self.schedule, self.max_replicas) {
+            c.fail(f(&field), message);
+        }
         if let Some(h) = &self.hibernation {
             c.duration_range(&f("hibernation.idle_after"), h.idle_after, SECOND, 30 * DAY);
             if h.mode == crate::HibernationMode::Sleep {

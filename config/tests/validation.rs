@@ -329,3 +329,39 @@ fn the_sleep_tier_and_heartbeat_settings_name_the_field_and_the_range() {
         15
     );
 }
+
+#[test]
+fn schedule_windows_name_the_field_a_bad_cron_an_unknown_zone_and_overlaps() {
+    let window = |cron: &str, tz: &str, duration: &str| {
+        format!("[[deployments.llama.schedule]]\ncron = \"{cron}\"\ntz = \"{tz}\"\nduration = \"{duration}\"\nmin_replicas = 1\n")
+    };
+    let errs = |windows: &str| errors_of(&format!("{}{windows}", base("max_replicas = 2")));
+    assert!(errs(&window("0 9 * * 1-5", "Europe/Berlin", "8h")).is_empty());
+    let e = errs(&window("0 25 * * *", "Europe/Berlin", "1h"));
+    assert!(
+        e.iter().any(|e| e
+            .starts_with("deployments.llama.schedule[0].cron: hour: \"25\" is not a number 0–23")),
+        "{e:#?}"
+    );
+    let e = errs(&window("0 9 * * *", "Mars/Olympus", "1h"));
+    assert!(
+        e.iter().any(|e| e
+            .starts_with("deployments.llama.schedule[0].tz: unknown time zone \"Mars/Olympus\"")),
+        "{e:#?}"
+    );
+    let e = errs(&format!(
+        "{}{}",
+        window("0 9 * * 1-5", "UTC", "8h"),
+        window("0 12 * * *", "UTC", "1h")
+    ));
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with("deployments.llama.schedule[1]: windows 0 and 1 overlap")),
+        "{e:#?}"
+    );
+    let e = errs(&window("0 * * * *", "UTC", "2h"));
+    assert!(
+        e.iter().any(|e| e.contains("opens again before it closes")),
+        "{e:#?}"
+    );
+}

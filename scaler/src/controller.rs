@@ -139,7 +139,9 @@ impl Controller {
     ) -> ControllerHandle {
         let pool = ReplicaPool::new(name, config.replica_concurrency);
         let (stopping, _) = watch::channel(false);
-        let core = LifecycleCore::first_deploy(name, CoreSettings::from_config(&config));
+        let mut core = LifecycleCore::first_deploy(name, CoreSettings::from_config(&config));
+        // Scheduled windows read wall-clock time: the core's time zero is now.
+        core.set_wall_epoch(jiff::Timestamp::now());
         let controller = Arc::new(Controller {
             name: name.to_string(),
             config: ArcSwap::from_pointee(config),
@@ -255,6 +257,18 @@ impl Controller {
     /// Where this deployment's events go (the data plane reports fallback events here).
     pub fn events(&self) -> &EventSink {
         &self.events
+    }
+
+    /// The scheduled window in force and the next one, for status: (window index, opens,
+    /// closes, warm from) each.
+    pub fn schedule_status(
+        &self,
+    ) -> (Option<crate::schedule::Span>, Option<crate::schedule::Span>) {
+        let at = self.at(Instant::now());
+        self.core
+            .lock()
+            .map(|core| (core.window_in_force(at), core.next_window(at)))
+            .unwrap_or((None, None))
     }
 
     /// The last scaling decision, if one was taken.

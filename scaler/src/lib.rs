@@ -18,6 +18,7 @@ pub mod pool;
 mod pool_queue;
 pub mod replica;
 pub mod scale_down;
+pub mod schedule;
 pub mod scrape;
 
 pub use controller::{Controller, ControllerHandle};

@@ -28,6 +28,7 @@ mod maintenance;
 mod queueing;
 mod readme;
 mod reload;
+mod schedules;
 mod sim_sleep;
 mod simulate;
 mod sleep_tier;

@@ -496,6 +496,29 @@ fn print_status(list: &[Value]) {
         if let Some(reason) = d["decision"]["reason"].as_str() {
             notes.push(format!("last decision: {reason}"));
         }
+        let window = &d["schedule"]["active"];
+        if let Some(cron) = window["cron"].as_str() {
+            notes.push(format!(
+                "window \"{cron}\" ({}) min {} until {}",
+                window["tz"].as_str().unwrap_or_default(),
+                window["min_replicas"],
+                window["closes"].as_str().unwrap_or_default()
+            ));
+        }
+        let next = &d["schedule"]["next"];
+        if let Some(cron) = next["cron"].as_str() {
+            notes.push(format!(
+                "next window \"{cron}\" opens {} (warm from {})",
+                next["opens"].as_str().unwrap_or_default(),
+                next["warm_from"].as_str().unwrap_or_default()
+            ));
+        }
+        if let Some(asleep) = d["cost"]["replica_seconds"]["sleeping"]
+            .as_f64()
+            .filter(|s| *s > 0.0)
+        {
+            notes.push(format!("{asleep:.0} replica-s asleep"));
+        }
         let cost = match d["cost"]["cost_usd"].as_f64() {
             Some(usd) => format!("${usd:.2}"),
             None => "-".into(),

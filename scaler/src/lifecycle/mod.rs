@@ -47,6 +47,8 @@ pub struct CoreSettings {
     pub startup_timeout: Duration,
     /// Failed starts in a row after which waiting requests get 503 at once.
     pub startup_failures_to_give_up: u32,
+    /// Scheduled warm windows.
+    pub schedule: crate::schedule::Schedule,
 }
 
 impl CoreSettings {
@@ -57,6 +59,7 @@ impl CoreSettings {
             hibernation: HibernationSettings::from_config(c),
             startup_timeout: c.startup_timeout.get(),
             startup_failures_to_give_up: c.startup_failures_to_give_up,
+            schedule: crate::schedule::Schedule::from_config(c),
         }
     }
 }
@@ -91,6 +94,10 @@ pub struct LifecycleCore {
     arrivals: u64,
     /// A replica's server answered 404 to `/sleep`: hibernation stops replicas from now on.
     sleep_unsupported: bool,
+    /// The wall-clock time of `now = 0` (scheduled windows need it; none: they are off).
+    wall_epoch: Option<jiff::Timestamp>,
+    /// The last cold start measured (asked for → ready): a window's default prewarm.
+    last_cold_start: Option<Duration>,
 }
 
 impl LifecycleCore {
@@ -143,6 +150,8 @@ impl LifecycleCore {
             accounting: ReplicaSeconds::default(),
             arrivals: 0,
             sleep_unsupported: false,
+            wall_epoch: None,
+            last_cold_start: None,
         }
     }
 
@@ -161,8 +170,17 @@ impl LifecycleCore {
         let counts = self.counts();
         let keep = self.settings.policy.autoscaling_window + Duration::from_secs(1);
         self.history.record(now, observed.load, keep);
+        let window = self.window_in_force(now);
+        let mut policy_settings = self.settings.policy;
+        if let Some(w) = window.and_then(|span| self.settings.schedule.windows.get(span.window)) {
+            policy_settings.min_replicas = w.min_replicas;
+            policy_settings.max_replicas = w
+                .max_replicas
+                .unwrap_or(policy_settings.max_replicas)
+                .max(w.min_replicas);
+        }
         let decision = policy::decide(
-            &self.settings.policy,
+            &policy_settings,
             self.history.samples(),
             counts,
             self.memory,
@@ -171,9 +189,19 @@ impl LifecycleCore {
         self.memory = decision.memory;
         let mut desired = decision.desired;
         let mut reason = decision.reason.name();
+        let warm_window = window.is_some() && policy_settings.min_replicas > 0;
         if let Some(leader) = observed.follow {
             desired = leader;
             reason = "leader";
+        } else if warm_window {
+            // A window that wants replicas: no hibernation, and a hibernated or sleeping
+            // deployment wakes for it.
+            if matches!(self.serving, Serving::Hibernated | Serving::Sleeping) {
+                self.enter_by_schedule(now, out);
+            }
+            if desired == policy_settings.min_replicas {
+                reason = "schedule";
+            }
         } else if self.step_hibernation(counts.ready, now, out) {
             desired = 0;
             reason = self.serving.name();
@@ -310,6 +338,37 @@ impl LifecycleCore {
                 failure,
             });
         }
+    }
+
+    /// Gives the wall-clock time of `now = 0`: scheduled windows hold from then on.
+    pub fn set_wall_epoch(&mut self, epoch: jiff::Timestamp) {
+        self.wall_epoch = Some(epoch);
+    }
+
+    /// The wall-clock time at `now`, if the epoch is known.
+    pub fn wall_at(&self, now: Duration) -> Option<jiff::Timestamp> {
+        let epoch = self.wall_epoch?;
+        Some(epoch + jiff::SignedDuration::try_from(now).ok()?)
+    }
+
+    /// The scheduled window whose settings hold at `now`.
+    pub fn window_in_force(&self, now: Duration) -> Option<crate::schedule::Span> {
+        if self.settings.schedule.windows.is_empty() {
+            return None;
+        }
+        self.settings
+            .schedule
+            .in_force(self.wall_at(now)?, self.last_cold_start)
+    }
+
+    /// The next scheduled window to open after `now`.
+    pub fn next_window(&self, now: Duration) -> Option<crate::schedule::Span> {
+        if self.settings.schedule.windows.is_empty() {
+            return None;
+        }
+        self.settings
+            .schedule
+            .next(self.wall_at(now)?, self.last_cold_start)
     }
 
     /// New settings take effect on the next decision.

@@ -117,6 +117,7 @@ impl LifecycleCore {
             .find(|r| r.index == index && r.state == ReplicaState::Starting)?;
         r.state = ReplicaState::Ready;
         let cold_start = now.saturating_sub(r.asked_at);
+        self.last_cold_start = Some(cold_start);
         if self.serving == crate::hibernation::Serving::Sleeping {
             // Finished loading while the others sleep: it sleeps too.
             r.state = ReplicaState::Sleeping;

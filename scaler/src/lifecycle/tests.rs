@@ -24,6 +24,7 @@ fn settings() -> CoreSettings {
         },
         startup_timeout: Duration::from_secs(30),
         startup_failures_to_give_up: 3,
+        schedule: Default::default(),
     }
 }
 
@@ -395,4 +396,42 @@ fn a_server_without_sleep_mode_falls_back_to_stop_with_one_event() {
     );
     step(&mut core, 85.0, 0);
     assert_eq!(core.serving(), Serving::Hibernated);
+}
+
+#[test]
+fn a_scheduled_window_warms_replicas_before_it_opens_and_lets_them_go_after() {
+    let text = "[deployments.m]\nmax_replicas = 4\nscale_down_delay = \"0s\"\nautoscaling_window = \"10s\"\n\
+        hibernation = { idle_after = \"60s\" }\n\
+        [[deployments.m.schedule]]\ncron = \"0 9 * * 1-5\"\ntz = \"Europe/Berlin\"\nduration = \"1h\"\nmin_replicas = 2\nprewarm = \"2m\"\n\
+        [deployments.m.backend]\ntype = \"process\"\ncommand = [\"x\", \"{port}\"]\n";
+    let config = infergate_config::Config::from_toml_str(text).unwrap();
+    let mut core = LifecycleCore::running("m", CoreSettings::from_config(&config.deployments["m"]));
+    // t = 0 is Monday 2026-11-30 07:00 UTC = 08:00 in Berlin; warm from 08:58, open 09:00–10:00.
+    core.set_wall_epoch("2026-11-30T07:00:00Z".parse().unwrap());
+    let (d, out) = tick(&mut core, 100.0, 0.0);
+    assert_eq!(d.desired, 0);
+    assert!(out.is_empty(), "{out:?}");
+    // It hibernates while idle…
+    tick(&mut core, 200.0, 0.0);
+    assert_eq!(core.serving(), Serving::Hibernated);
+    // …and wakes for the window's prewarm, two minutes before 09:00.
+    assert_eq!(core.next_wakeup(s(200.0)), Some(s(3480.0)));
+    let (d, out) = tick(&mut core, 3480.0, 0.0);
+    assert_eq!(d.desired, 2, "{d:?}");
+    assert_eq!(starts(&out).len(), 2, "{out:?}");
+    assert_ne!(core.serving(), Serving::Hibernated);
+    let mut ready = Vec::new();
+    for index in starts(&out) {
+        core.replica_ready(index, s(3490.0), &mut ready);
+    }
+    // Inside the window it holds 2 without load.
+    let (d, _) = tick(&mut core, 5000.0, 0.0);
+    assert_eq!((d.desired, d.reason), (2, "schedule"));
+    // After 10:00 the base settings hold: down to zero.
+    assert_eq!(core.window_in_force(s(7199.0)).map(|w| w.window), Some(0));
+    assert_eq!(core.window_in_force(s(7200.0)), None);
+    let (d, _) = tick(&mut core, 7300.0, 0.0);
+    assert_eq!(d.desired, 1, "halved first: {d:?}");
+    let (d, _) = tick(&mut core, 7320.0, 0.0);
+    assert_eq!(d.desired, 0, "{d:?}");
 }

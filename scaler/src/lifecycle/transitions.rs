@@ -101,6 +101,13 @@ impl LifecycleCore {
         Ok(())
     }
 
+    /// A scheduled window that wants replicas opens (or its prewarm starts) while the
+    /// deployment is hibernated or asleep: it wakes.
+    pub(super) fn enter_by_schedule(&mut self, now: Duration, out: &mut Vec<Command>) {
+        hibernation::manual(&mut self.hibernation, Serving::Waking, self.arrivals, now);
+        self.enter(Serving::Waking, "a scheduled window opens", false, now, out);
+    }
+
     /// Replica `index`'s server has no sleep mode (it answered 404 to `/sleep`): the deployment
     /// falls back to `stop` for good, with one warning event; replicas already asleep are woken
     /// and the deployment is active again (it hibernates, by stopping, at `idle_after`).

@@ -54,6 +54,20 @@ impl LifecycleCore {
         {
             at(t);
         }
+        // A window closing, or the next one's prewarm starting.
+        let since_epoch = |wall: jiff::Timestamp| {
+            let epoch = self.wall_at(Duration::ZERO)?;
+            Duration::try_from(wall.duration_since(epoch)).ok()
+        };
+        if let Some(t) = self
+            .window_in_force(now)
+            .and_then(|w| since_epoch(w.closes))
+        {
+            at(t);
+        }
+        if let Some(t) = self.next_window(now).and_then(|w| since_epoch(w.warm_from)) {
+            at(t.max(now + Duration::from_millis(1)));
+        }
         due
     }
 }

@@ -71,6 +71,7 @@ pub fn deployment_state(d: &crate::data_plane::deployment::DeploymentEntry) -> V
         "replicas_failed_total": stats.replicas_failed.load(Ordering::Acquire),
         "replicas_stopped_total": stats.replicas_stopped.load(Ordering::Acquire),
         "cost": cost,
+        "schedule": schedule_json(&config, controller.schedule_status()),
         "settings": {
             "preset": config.preset,
             "min_replicas": config.effective_min_replicas(),
@@ -111,4 +112,33 @@ fn maintenance_note(
             config.queue.max_wait
         )
     }
+}
+
+/// The scheduled window in force and the next one (`null` when none is configured).
+fn schedule_json(
+    config: &infergate_config::DeploymentConfig,
+    (active, next): (
+        Option<infergate_scaler::schedule::Span>,
+        Option<infergate_scaler::schedule::Span>,
+    ),
+) -> Value {
+    if config.schedule.is_empty() {
+        return Value::Null;
+    }
+    let span = |s: Option<infergate_scaler::schedule::Span>| {
+        s.and_then(|s| {
+            let w = config.schedule.get(s.window)?;
+            Some(json!({
+                "window": s.window,
+                "cron": w.cron,
+                "tz": w.tz,
+                "min_replicas": w.min_replicas,
+                "max_replicas": w.max_replicas,
+                "warm_from": s.warm_from.to_string(),
+                "opens": s.opens.to_string(),
+                "closes": s.closes.to_string(),
+            }))
+        })
+    };
+    json!({ "active": span(active), "next": span(next) })
 }
