@@ -28,6 +28,10 @@ pub struct SimulateArgs {
     /// Cold start: `90s` or `lognormal:median=90s,p99=300s`.
     #[arg(long)]
     cold_start: Option<String>,
+    /// The wall-clock time the trace starts at, for scheduled windows (RFC 3339; default Monday
+    /// 2026-01-05T00:00:00Z).
+    #[arg(long)]
+    start: Option<String>,
     /// A sleeping replica's wake-up (`hibernation.mode = "sleep"`), e.g. `2s`.
     #[arg(long, value_parser = humantime::parse_duration)]
     wake_time: Option<Duration>,
@@ -127,6 +131,11 @@ fn options(args: &SimulateArgs) -> Result<SimOptions, String> {
     }
     if args.replica_concurrency == Some(0) {
         return Err("--replica-concurrency must be ≥ 1".into());
+    }
+    if let Some(start) = &args.start {
+        o.start = start
+            .parse()
+            .map_err(|e| format!("--start: {e} (expected RFC 3339, e.g. 2026-01-05T09:00:00Z)"))?;
     }
     o.flags = ModelFlags {
         cold_start,

@@ -45,6 +45,9 @@ pub struct SimOptions {
     pub policies: Vec<PolicyKind>,
     /// Keep replicas over time for a plot.
     pub plot: bool,
+    /// The wall-clock time of the trace's start, for scheduled windows (`--start`; default
+    /// Monday 2026-01-05 00:00 UTC).
+    pub start: jiff::Timestamp,
     /// Record each deployment's desired replicas over time (`--timeline`).
     pub timeline: bool,
     /// Settings replacing a deployment's own (the recommender's candidates), by name.
@@ -62,6 +65,7 @@ impl SimOptions {
             flags: ModelFlags::default(),
             policies: PolicyKind::ALL.to_vec(),
             plot: false,
+            start: default_start(),
             timeline: false,
             overrides: HashMap::new(),
         }
@@ -268,7 +272,7 @@ pub fn run_policy(
         };
         let c = &spec.config;
         let peak = plan.peaks.get(&spec.name).copied().unwrap_or(1);
-        let scaler = policy.build(&spec.name, c, peak);
+        let scaler = policy.build(&spec.name, c, peak, options.start);
         let fallback_on_cold_start = c.fallback.as_ref().is_some_and(|f| {
             f.when.iter().any(|w| {
                 matches!(
@@ -308,4 +312,10 @@ pub fn run_policy(
         (Ok(r), None) => Ok(r),
         (Err(e), None) => Err(e.into()),
     }
+}
+
+/// Where a replay starts on the wall clock when the trace does not say: a Monday at midnight
+/// UTC, so weekday windows fall where they would.
+pub fn default_start() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_767_571_200).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }

@@ -20,12 +20,15 @@ pub struct Infergate {
 impl Infergate {
     /// The core of an already running deployment: its `min_replicas` are ready at time zero
     /// (no first-deploy replica).
-    pub fn new(name: &str, config: &DeploymentConfig) -> Self {
+    pub fn new(name: &str, config: &DeploymentConfig, start: jiff::Timestamp) -> Self {
         let floor = config
             .effective_min_replicas()
             .min(config.effective_max_replicas());
+        let mut core =
+            LifecycleCore::running_with_ready(name, CoreSettings::from_config(config), floor);
+        core.set_wall_epoch(start);
         Infergate {
-            core: LifecycleCore::running_with_ready(name, CoreSettings::from_config(config), floor),
+            core,
             floor,
             metric: config.metric,
             replica_concurrency: f64::from(config.replica_concurrency.max(1)),

@@ -188,10 +188,17 @@ impl PolicyKind {
             .collect()
     }
 
-    /// A fresh policy for one deployment; `peak` is the replicas the trace's peak needs.
-    pub fn build(self, name: &str, config: &DeploymentConfig, peak: u32) -> Box<dyn Scaler> {
+    /// A fresh policy for one deployment; `peak` is the replicas the trace's peak needs, `start`
+    /// the wall-clock time the trace starts at (scheduled windows).
+    pub fn build(
+        self,
+        name: &str,
+        config: &DeploymentConfig,
+        peak: u32,
+        start: jiff::Timestamp,
+    ) -> Box<dyn Scaler> {
         match self {
-            PolicyKind::Infergate => Box::new(Infergate::new(name, config)),
+            PolicyKind::Infergate => Box::new(Infergate::new(name, config, start)),
             PolicyKind::Knative => Box::new(Knative::new(config)),
             PolicyKind::KedaHttp => Box::new(KedaHttp::new(config)),
             PolicyKind::FixedPeak => Box::new(FixedPeak::new(peak)),
