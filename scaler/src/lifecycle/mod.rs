@@ -18,6 +18,7 @@ mod interface;
 mod replica_events;
 mod transitions;
 mod wakeup;
+mod windows;
 
 use crate::events::{EventKind, Numbers};
 use crate::hibernation::{HibernationMemory, HibernationSettings, Serving};
@@ -170,15 +171,7 @@ impl LifecycleCore {
         let counts = self.counts();
         let keep = self.settings.policy.autoscaling_window + Duration::from_secs(1);
         self.history.record(now, observed.load, keep);
-        let window = self.window_in_force(now);
-        let mut policy_settings = self.settings.policy;
-        if let Some(w) = window.and_then(|span| self.settings.schedule.windows.get(span.window)) {
-            policy_settings.min_replicas = w.min_replicas;
-            policy_settings.max_replicas = w
-                .max_replicas
-                .unwrap_or(policy_settings.max_replicas)
-                .max(w.min_replicas);
-        }
+        let (window, policy_settings) = self.policy_in_force(now);
         let decision = policy::decide(
             &policy_settings,
             self.history.samples(),
@@ -207,19 +200,7 @@ impl LifecycleCore {
             reason = self.serving.name();
         }
         if self.serving == Serving::Sleeping {
-            // Asleep: the replicas are kept as they are until a request wakes them.
-            let sleeping = self.sleeping_count();
-            let previous = std::mem::replace(&mut self.desired, sleeping);
-            self.account(now);
-            return Decided {
-                desired: self.desired,
-                previous,
-                reason: self.serving.name(),
-                average_load: decision.average_load,
-                current_load: decision.current_load,
-                replicas: self.counts(),
-                in_backoff: self.in_backoff(now),
-            };
+            return self.hold_asleep(now, &decision);
         }
         // After the hibernation step: replicas it woke from sleep are starting now.
         let current = self.counts().current();
@@ -340,37 +321,6 @@ impl LifecycleCore {
         }
     }
 
-    /// Gives the wall-clock time of `now = 0`: scheduled windows hold from then on.
-    pub fn set_wall_epoch(&mut self, epoch: jiff::Timestamp) {
-        self.wall_epoch = Some(epoch);
-    }
-
-    /// The wall-clock time at `now`, if the epoch is known.
-    pub fn wall_at(&self, now: Duration) -> Option<jiff::Timestamp> {
-        let epoch = self.wall_epoch?;
-        Some(epoch + jiff::SignedDuration::try_from(now).ok()?)
-    }
-
-    /// The scheduled window whose settings hold at `now`.
-    pub fn window_in_force(&self, now: Duration) -> Option<crate::schedule::Span> {
-        if self.settings.schedule.windows.is_empty() {
-            return None;
-        }
-        self.settings
-            .schedule
-            .in_force(self.wall_at(now)?, self.last_cold_start)
-    }
-
-    /// The next scheduled window to open after `now`.
-    pub fn next_window(&self, now: Duration) -> Option<crate::schedule::Span> {
-        if self.settings.schedule.windows.is_empty() {
-            return None;
-        }
-        self.settings
-            .schedule
-            .next(self.wall_at(now)?, self.last_cold_start)
-    }
-
     /// New settings take effect on the next decision.
     pub fn set_settings(&mut self, settings: CoreSettings) {
         self.settings = settings;
@@ -470,3 +420,5 @@ impl LifecycleCore {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tier_tests;
