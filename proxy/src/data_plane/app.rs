@@ -321,6 +321,14 @@ impl ProxyApp {
         held: &mut Held,
     ) -> Result<Option<Acquired>, ProxyError> {
         if !heartbeat.is_zero() {
+            // The common case first, as `pool.acquire` does it: a free slot and nobody waiting
+            // needs no heartbeat timer.
+            let pool = deployment.controller.pool();
+            if pool.waiting() == 0 && !pool.is_closed() {
+                if let Some(slot) = pool.try_acquire() {
+                    return Ok(Some(Acquired { slot, queued: None }));
+                }
+            }
             // Boxed: only held streams carry its state.
             return Box::pin(acquire_with_heartbeats(
                 session, deployment, max_wait, heartbeat, held,
