@@ -8,6 +8,8 @@ mod demo;
 mod duration;
 pub use duration::HumanDuration;
 mod cluster;
+mod gpus;
+pub use gpus::GpusConfig;
 pub mod cron;
 mod schedule;
 pub use schedule::ScheduleConfig;

@@ -26,6 +26,10 @@ pub struct Config {
     /// Several instances with one scaling brain (Kubernetes leader election).
     #[serde(default)]
     pub cluster: crate::ClusterConfig,
+    /// The box's GPUs, shared by the process-backend deployments that set `gpus_per_replica`
+    /// without a `gpus` list of their own.
+    #[serde(default)]
+    pub gpus: crate::GpusConfig,
 }
 
 /// The event log: kept in memory, optionally appended to a JSONL file.

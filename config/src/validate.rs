@@ -197,6 +197,7 @@ impl Config {
         for (name, p) in &self.providers {
             p.check(&format!("providers.{name}"), &listeners, &mut c);
         }
+        c.errors.extend(self.gpus.problems(&self.deployments));
         for error in self.loops(&listeners) {
             if error.field.starts_with("deployments.") {
                 c.errors.push(error);
@@ -692,7 +693,8 @@ impl DeploymentConfig {
                 }
                 let needed = u64::from(self.effective_max_replicas())
                     * u64::from(p.effective_gpus_per_replica());
-                if needed > p.gpus.len() as u64 {
+                // Without a list of its own it shares `[gpus] devices` (checked with the file).
+                if !p.gpus.is_empty() && needed > p.gpus.len() as u64 {
                     c.fail(
                         f("backend.gpus"),
                         format!(

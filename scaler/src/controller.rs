@@ -11,6 +11,7 @@
 //! `controller/scraping.rs`; maintenance is `controller/maintenance.rs`.
 
 mod commands;
+mod gpu_sharing;
 mod health_watch;
 mod maintenance;
 mod replica_tasks;
@@ -110,6 +111,8 @@ pub struct Controller {
     /// Requests that arrived for this deployment (any state, any route).
     arrivals: AtomicU64,
     events: EventSink,
+    /// The box's shared GPU pool, when this deployment takes its GPUs from it.
+    gpus: Option<Arc<crate::gpus::SharedGpus>>,
     /// What the controller did.
     pub stats: ControllerStats,
     stopping: watch::Sender<bool>,
@@ -124,10 +127,21 @@ pub struct ControllerHandle {
 
 impl Controller {
     /// Creates the pool and starts the dispatcher and control loop for a newly deployed
-    /// deployment, which starts with max(1, min_replicas) replicas.
-    pub fn spawn(name: &str, config: DeploymentConfig, events: EventSink) -> ControllerHandle {
-        let backend = backend::from_config(&config);
-        Self::spawn_with_backend(name, config, backend, events)
+    /// deployment, which starts with max(1, min_replicas) replicas. `gpus` is the box's shared
+    /// GPU pool (`[gpus]`), used when the deployment sets `gpus_per_replica` without a list.
+    pub fn spawn(
+        name: &str,
+        config: DeploymentConfig,
+        events: EventSink,
+        gpus: Option<&Arc<crate::gpus::SharedGpus>>,
+    ) -> ControllerHandle {
+        let gpus = gpus.filter(|_| infergate_config::GpusConfig::shares(&config));
+        let backend = backend::from_config(&config, gpus.map(|g| g.allocator()));
+        let handle = Self::spawn_inner(name, config, backend, events, gpus.cloned());
+        if let Some(g) = gpus {
+            g.join(&handle.controller);
+        }
+        handle
     }
 
     /// Same as [`Controller::spawn`] with an explicit backend (tests, other backends).
@@ -136,6 +150,16 @@ impl Controller {
         config: DeploymentConfig,
         backend: Arc<dyn Backend>,
         events: EventSink,
+    ) -> ControllerHandle {
+        Self::spawn_inner(name, config, backend, events, None)
+    }
+
+    fn spawn_inner(
+        name: &str,
+        config: DeploymentConfig,
+        backend: Arc<dyn Backend>,
+        events: EventSink,
+        gpus: Option<Arc<crate::gpus::SharedGpus>>,
     ) -> ControllerHandle {
         let pool = ReplicaPool::new(name, config.replica_concurrency);
         let (stopping, _) = watch::channel(false);
@@ -159,6 +183,7 @@ impl Controller {
             serving: std::sync::atomic::AtomicU8::new(Serving::Active as u8),
             arrivals: AtomicU64::new(0),
             events,
+            gpus,
             stats: ControllerStats::default(),
             stopping,
         });

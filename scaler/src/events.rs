@@ -64,6 +64,8 @@ pub enum EventKind {
     Slept,
     /// A replica's server has no sleep mode: hibernation stops replicas instead.
     SleepUnsupported,
+    /// An idle replica was stopped to give its GPUs (`[gpus]`, shared) to another deployment.
+    ReplicaEvicted,
 }
 
 impl EventKind {
@@ -92,6 +94,7 @@ impl EventKind {
             EventKind::ScaledOutside => "scaled_outside",
             EventKind::Slept => "slept",
             EventKind::SleepUnsupported => "sleep_unsupported",
+            EventKind::ReplicaEvicted => "replica_evicted",
         }
     }
 }
@@ -129,6 +132,10 @@ pub struct Event {
     pub numbers: Numbers,
     /// Who acted: `autoscaler`, `proxy`, `backend`, `api` or `config`.
     pub component: &'static str,
+    /// The other deployment an event concerns (`replica_evicted`: the one the GPUs went to);
+    /// a `deployment` filter matches either.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub for_deployment: Option<String>,
 }
 
 /// Where events are sent from; cheap to clone, never blocks.
@@ -156,6 +163,45 @@ impl EventSink {
         description: impl Into<String>,
         numbers: Numbers,
     ) {
+        self.send(
+            deployment,
+            None,
+            kind,
+            component,
+            description.into(),
+            numbers,
+        );
+    }
+
+    /// Records an event that concerns two deployments: it is logged under `deployment` and
+    /// shows in `for_deployment`'s log too.
+    pub fn emit_for(
+        &self,
+        deployment: &str,
+        for_deployment: &str,
+        kind: EventKind,
+        component: &'static str,
+        description: impl Into<String>,
+    ) {
+        self.send(
+            deployment,
+            Some(for_deployment.to_string()),
+            kind,
+            component,
+            description.into(),
+            Numbers::default(),
+        );
+    }
+
+    fn send(
+        &self,
+        deployment: &str,
+        for_deployment: Option<String>,
+        kind: EventKind,
+        component: &'static str,
+        description: String,
+        numbers: Numbers,
+    ) {
         let Some(tx) = &self.tx else { return };
         metrics::counter!("infergate_scaling_events_total", "deployment" => deployment.to_string(), "type" => kind.name())
             .increment(1);
@@ -164,9 +210,10 @@ impl EventSink {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             deployment: deployment.to_string(),
             kind,
-            description: description.into(),
+            description,
             numbers,
             component,
+            for_deployment,
         };
         let _ = tx.send(event);
     }
@@ -280,7 +327,7 @@ impl EventFilter {
     pub fn matches(&self, event: &Event) -> bool {
         self.deployment
             .as_ref()
-            .is_none_or(|d| *d == event.deployment)
+            .is_none_or(|d| *d == event.deployment || event.for_deployment.as_ref() == Some(d))
             && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == event.kind.name()))
             && self.since.is_none_or(|s| event.seq > s)
     }

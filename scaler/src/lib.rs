@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod controller;
 pub mod ejection;
 pub mod events;
+pub mod gpus;
 pub mod health;
 pub mod hibernation;
 pub mod lifecycle;

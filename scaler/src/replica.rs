@@ -70,6 +70,9 @@ pub struct Replica {
     cold_start_ms: AtomicU64,
     /// Out of rotation after failed health checks or a connect failure (see `crate::ejection`).
     ejected: AtomicBool,
+    /// When its last request ended, in milliseconds since `created` (0 = none yet): the
+    /// least-recently-used idle replica is the one a shared GPU pool evicts first.
+    last_used_ms: AtomicU64,
 }
 
 impl Replica {
@@ -98,6 +101,7 @@ impl Replica {
             order,
             cold_start_ms: AtomicU64::new(0),
             ejected: AtomicBool::new(false),
+            last_used_ms: AtomicU64::new(0),
         }
     }
 
@@ -196,8 +200,24 @@ impl Replica {
         taken
     }
 
-    /// Returns one request slot.
+    /// Returns one request slot (and notes the time: the replica was just used).
     pub(crate) fn give_back(&self) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let used = (self.created.elapsed().as_millis() as u64).max(1);
+        self.last_used_ms.fetch_max(used, Ordering::AcqRel);
+    }
+
+    /// Time since the replica became ready, at `now` (`None` before).
+    pub fn resident_for(&self, now: Instant) -> Option<Duration> {
+        let ready_at = self.created + self.cold_start()?;
+        Some(now.saturating_duration_since(ready_at))
+    }
+
+    /// Time since the replica last finished a request, or since it became ready if it has
+    /// served none, at `now` (`None` before it is ready).
+    pub fn idle_for(&self, now: Instant) -> Option<Duration> {
+        let ready = self.cold_start()?;
+        let used = Duration::from_millis(self.last_used_ms.load(Ordering::Acquire));
+        Some(now.saturating_duration_since(self.created + ready.max(used)))
     }
 }

@@ -39,6 +39,7 @@ async fn a_changed_min_takes_effect_on_the_next_decision_and_invalid_changes_are
         "web",
         deployment("min_replicas = 1\nmax_replicas = 3"),
         sink,
+        None,
     );
     let controller = handle.controller.clone();
     wait_ready(&controller, 1).await;

@@ -96,6 +96,8 @@ impl SimState {
             "sleeping": self.sleeping.load(Ordering::Acquire),
             "sleeps": self.sleeps.load(Ordering::Acquire),
             "wake_ups": self.wake_ups.load(Ordering::Acquire),
+            // The GPUs it was given, as a model server would use them (null when unset).
+            "cuda_visible_devices": std::env::var("CUDA_VISIBLE_DEVICES").ok(),
         })
     }
 

@@ -15,6 +15,7 @@ mod edge_replicas;
 mod fake_kube;
 mod fake_upstream;
 mod fallback;
+mod gpu_pool;
 mod gpus;
 mod harness;
 mod heartbeats;

@@ -513,6 +513,15 @@ fn print_status(list: &[Value]) {
                 next["warm_from"].as_str().unwrap_or_default()
             ));
         }
+        let gpus: Vec<String> = replicas
+            .iter()
+            .filter_map(|r| r["gpus"].as_array())
+            .flatten()
+            .filter_map(|g| g.as_str().map(str::to_string))
+            .collect();
+        if !gpus.is_empty() {
+            notes.push(format!("GPUs {}", gpus.join(",")));
+        }
         if let Some(asleep) = d["cost"]["replica_seconds"]["sleeping"]
             .as_f64()
             .filter(|s| *s > 0.0)

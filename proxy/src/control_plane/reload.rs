@@ -9,6 +9,7 @@ use crate::data_plane::routing::RouteTable;
 use arc_swap::ArcSwap;
 use infergate_config::Config;
 use infergate_fallback::Providers;
+use infergate_scaler::gpus::SharedGpus;
 use infergate_scaler::{Controller, ControllerHandle, EventKind, EventSink, Numbers};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ pub struct Deployments {
     /// The providers in force (kept across reloads when unchanged).
     providers: Arc<Providers>,
     events: EventSink,
+    /// The box's shared GPU pool (`[gpus]`), kept for the process's life.
+    gpus: Option<Arc<SharedGpus>>,
     /// (modified, length) of the file when last read, to notice changes.
     seen: Option<(SystemTime, u64)>,
 }
@@ -49,11 +52,12 @@ impl Deployments {
         providers: &Arc<Providers>,
         events: EventSink,
     ) -> Deployments {
+        let gpus = SharedGpus::from_config(&config.gpus);
         let mut handles = HashMap::new();
         for (name, d) in &config.deployments {
             handles.insert(
                 name.clone(),
-                Controller::spawn(name, d.clone(), events.clone()),
+                Controller::spawn(name, d.clone(), events.clone(), gpus.as_ref()),
             );
         }
         let controllers = handles
@@ -78,6 +82,7 @@ impl Deployments {
             settings,
             providers: providers.clone(),
             events,
+            gpus,
             seen,
         }
     }
@@ -155,7 +160,8 @@ impl Deployments {
                     changed.push(name.clone());
                 }
                 None => {
-                    let handle = Controller::spawn(name, d.clone(), self.events.clone());
+                    let handle =
+                        Controller::spawn(name, d.clone(), self.events.clone(), self.gpus.as_ref());
                     self.handles.insert(name.clone(), handle);
                     added.push(name.clone());
                 }
@@ -187,6 +193,9 @@ impl Deployments {
             || json(&config.admin) != json(&self.config.admin)
         {
             tracing::warn!("listener or admin address changes take effect after a restart");
+        }
+        if config.gpus != self.config.gpus {
+            tracing::warn!("[gpus] changes take effect after a restart");
         }
         for (list, what) in [(&added, "added"), (&removed, "removed")] {
             for name in list {

@@ -104,14 +104,25 @@ pub trait Backend: Send + Sync {
     fn take_notices(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The GPU ids replica `replica` holds (its `CUDA_VISIBLE_DEVICES`), for status.
+    fn gpus_of(&self, _replica: &str) -> Vec<String> {
+        Vec::new()
+    }
     /// Starts replica number `index` of deployment `model`.
     async fn launch(&self, model: &str, index: u64) -> Result<Launched, BackendError>;
 }
 
-/// Builds the backend a deployment's config asks for.
-pub fn from_config(config: &DeploymentConfig) -> Arc<dyn Backend> {
+/// Builds the backend a deployment's config asks for; a process backend takes its GPUs from
+/// `shared` (the box's pool) when given, else from its own `gpus` list.
+pub fn from_config(
+    config: &DeploymentConfig,
+    shared: Option<&Arc<crate::gpus::GpuAllocator>>,
+) -> Arc<dyn Backend> {
     match &config.backend {
-        BackendConfig::Process(p) => Arc::new(ProcessBackend::new(p.clone())),
+        BackendConfig::Process(p) => Arc::new(match shared {
+            Some(gpus) => ProcessBackend::sharing(p.clone(), gpus.clone()),
+            None => ProcessBackend::new(p.clone()),
+        }),
         BackendConfig::Static(s) => Arc::new(StaticBackend::new(s)),
         BackendConfig::Kubernetes(k) => Arc::new(KubernetesBackend::new(k.clone())),
     }

@@ -6,6 +6,7 @@
 //! group, then SIGKILL after the grace period.
 
 use super::{Backend, BackendError, ExitStatus, Launched, ReplicaHandle};
+use crate::gpus::GpuAllocator;
 use async_trait::async_trait;
 use infergate_config::ProcessBackendConfig;
 use std::collections::VecDeque;
@@ -20,32 +21,32 @@ use tokio::sync::watch;
 /// Starts replicas as local processes and hands out GPUs from a pool.
 pub struct ProcessBackend {
     config: ProcessBackendConfig,
-    free_gpus: Arc<Mutex<Vec<String>>>,
+    gpus: Arc<GpuAllocator>,
 }
 
 impl ProcessBackend {
-    /// A backend for one deployment's command template and GPU pool.
+    /// A backend for one deployment's command template and its own GPU list.
     pub fn new(config: ProcessBackendConfig) -> Self {
-        let free_gpus = Arc::new(Mutex::new(config.gpus.clone()));
-        ProcessBackend { config, free_gpus }
+        let gpus = Arc::new(GpuAllocator::new(config.gpus.clone()));
+        ProcessBackend { config, gpus }
     }
 
-    fn take_gpus(&self) -> Result<Vec<String>, BackendError> {
+    /// A backend whose replicas take their GPUs from the box's shared pool (`[gpus]`).
+    pub fn sharing(config: ProcessBackendConfig, gpus: Arc<GpuAllocator>) -> Self {
+        ProcessBackend { config, gpus }
+    }
+
+    fn take_gpus(&self, model: &str, replica: &str) -> Result<Vec<String>, BackendError> {
         let want = self.config.effective_gpus_per_replica() as usize;
         if want == 0 {
             return Ok(Vec::new());
         }
-        let mut free = self
-            .free_gpus
-            .lock()
-            .map_err(|_| BackendError::NoCapacity("GPU pool lock poisoned".into()))?;
-        if free.len() < want {
-            return Err(BackendError::WaitingForGpus {
-                needed: want,
-                free: free.len(),
-            });
-        }
-        Ok(free.drain(..want).collect())
+        self.gpus
+            .take(model, replica, want, std::time::Instant::now())
+            .map_err(|short| BackendError::WaitingForGpus {
+                needed: short.needed,
+                free: short.free,
+            })
     }
 }
 
@@ -76,6 +77,10 @@ impl Backend for ProcessBackend {
         None
     }
 
+    fn gpus_of(&self, replica: &str) -> Vec<String> {
+        self.gpus.held_by(replica)
+    }
+
     async fn launch(&self, model: &str, index: u64) -> Result<Launched, BackendError> {
         let port = free_port()?;
         let me = std::env::current_exe()
@@ -93,7 +98,8 @@ impl Backend for ProcessBackend {
                 reason: "empty command".into(),
             });
         };
-        let gpus = self.take_gpus()?;
+        let replica_id = format!("{model}-{index}");
+        let gpus = self.take_gpus(model, &replica_id)?;
         let mut cmd = Command::new(program);
         cmd.args(rest)
             .envs(&self.config.env)
@@ -123,7 +129,7 @@ impl Backend for ProcessBackend {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                self.return_gpus(gpus);
+                self.gpus.release(&replica_id);
                 return Err(BackendError::Spawn {
                     program: program.clone(),
                     reason: e.to_string(),
@@ -132,7 +138,6 @@ impl Backend for ProcessBackend {
         };
         let pid = child.id().unwrap_or(0) as libc::pid_t;
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(OUTPUT_TAIL)));
-        let replica_id = format!("{model}-{index}");
         let mut relays = Vec::new();
         if let Some(out) = child.stdout.take() {
             relays.push(tokio::spawn(relay_output(
@@ -145,14 +150,14 @@ impl Backend for ProcessBackend {
         if let Some(err) = child.stderr.take() {
             relays.push(tokio::spawn(relay_output(
                 err,
-                replica_id,
+                replica_id.clone(),
                 "stderr",
                 tail.clone(),
             )));
         }
         tracing::info!(model, replica = index, pid, port, command = %args.join(" "), "replica process started");
         let (exit_tx, exit_rx) = watch::channel(None);
-        let free_gpus = self.free_gpus.clone();
+        let allocator = self.gpus.clone();
         tokio::spawn(async move {
             let mut child = child;
             let status = match child.wait().await {
@@ -163,9 +168,7 @@ impl Backend for ProcessBackend {
                 },
                 Err(e) => format!("wait failed: {e}"),
             };
-            if let Ok(mut free) = free_gpus.lock() {
-                free.extend(gpus);
-            }
+            allocator.release(&replica_id);
             // Its last words first (the pipes end with the process, unless a child of its own
             // keeps them open: then not for long).
             let _ = tokio::time::timeout(
@@ -182,14 +185,6 @@ impl Backend for ProcessBackend {
             addr: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
             handle: Box::new(ProcessHandle { pid, exit_rx, tail }),
         })
-    }
-}
-
-impl ProcessBackend {
-    fn return_gpus(&self, gpus: Vec<String>) {
-        if let Ok(mut free) = self.free_gpus.lock() {
-            free.extend(gpus);
-        }
     }
 }
 

@@ -56,6 +56,10 @@ impl Controller {
                     tracing::warn!(deployment = %self.name, needed, free, "replica waits for GPUs held by other replicas; it will not start unpinned");
                 }
                 self.apply_all(out);
+                if let Some(shared) = &self.gpus {
+                    // Another deployment's idle replica may give its GPUs up.
+                    shared.evict_for(&self.name, needed as u32);
+                }
                 self.wake_after(crate::lifecycle::GPU_RETRY);
             }
             Err(e) => {

@@ -131,6 +131,20 @@ impl LifecycleCore {
         Some(cold_start)
     }
 
+    /// Replica `index` (idle: ready or asleep) is evicted to give its GPUs to another deployment:
+    /// it drains and no longer counts, so the policy decides from the replicas left rather than
+    /// start another in its place. False when it is not idle any more.
+    pub fn evict(&mut self, index: u64, now: Duration) -> bool {
+        let Some(r) = self.replicas.iter_mut().find(|r| {
+            r.index == index && matches!(r.state, ReplicaState::Ready | ReplicaState::Sleeping)
+        }) else {
+            return false;
+        };
+        r.state = ReplicaState::Draining;
+        self.account(now);
+        true
+    }
+
     /// Replica `index` is gone (stopped after draining, or by the caller at shutdown).
     pub fn replica_stopped(&mut self, index: u64, now: Duration) {
         self.replicas.retain(|r| r.index != index);

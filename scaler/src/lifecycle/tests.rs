@@ -309,3 +309,33 @@ fn a_follower_takes_the_leaders_count_and_decides_itself_the_moment_it_leads() {
     assert!(d.desired > 1, "{d:?}");
     assert_ne!(d.reason, "leader");
 }
+
+#[test]
+fn an_evicted_replica_drains_and_is_not_started_again_while_the_load_does_not_ask() {
+    // Two replicas after a burst, idle now and counting down: one is evicted for another
+    // deployment's GPUs.
+    let mut core = LifecycleCore::running_with_ready("m", settings(), 2);
+    let (d, _) = tick(&mut core, 1.0, 0.0);
+    assert_eq!(d.desired, 2, "counting down, not yet below");
+    assert!(core.evict(1, s(2.0)));
+    assert!(!core.evict(1, s(2.0)), "already draining");
+    assert_eq!(core.counts().ready, 1);
+    let (d, out) = tick(&mut core, 3.0, 0.0);
+    assert!(starts(&out).is_empty(), "{out:?}");
+    assert_eq!(d.replicas.current(), 1);
+    // It costs until it has stopped.
+    let a = core.accounting_at(s(3.0));
+    assert!(a.draining > 0.9, "{a:?}");
+    core.replica_stopped(1, s(4.0));
+    // Load that needs two again starts a second one.
+    let (_, out) = tick(&mut core, 5.0, 2.0);
+    assert_eq!(starts(&out).len(), 1);
+}
+
+#[test]
+fn min_replicas_in_force_is_the_floor_an_eviction_keeps() {
+    let mut st = settings();
+    st.policy.min_replicas = 1;
+    let core = LifecycleCore::running_with_ready("m", st, 1);
+    assert_eq!(core.min_replicas_in_force(s(1.0)), 1);
+}

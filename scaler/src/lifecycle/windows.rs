@@ -36,6 +36,12 @@ impl LifecycleCore {
             .next(self.wall_at(now)?, self.last_cold_start)
     }
 
+    /// The replicas the deployment keeps whatever happens at `now`: its `min_replicas`, or the
+    /// scheduled window's.
+    pub fn min_replicas_in_force(&self, now: Duration) -> u32 {
+        self.policy_in_force(now).1.min_replicas
+    }
+
     /// The window in force at `now` and the policy settings it makes: its `min_replicas` and
     /// `max_replicas` over the deployment's.
     pub(super) fn policy_in_force(

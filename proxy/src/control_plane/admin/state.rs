@@ -19,6 +19,7 @@ pub fn deployment_state(d: &crate::data_plane::deployment::DeploymentEntry) -> V
                 "ejected": r.is_ejected(),
                 "in_flight": r.in_flight(),
                 "cold_start_ms": r.cold_start().map(|d| d.as_millis() as u64),
+                "gpus": controller.replica_gpus(&r.id),
             })
         })
         .collect();
