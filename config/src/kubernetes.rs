@@ -55,6 +55,11 @@ pub struct KubernetesBackendConfig {
     /// not ready (default: the selector the scale subresource reports).
     #[serde(default)]
     pub label_selector: Option<String>,
+    /// Environment variable holding the key the model servers expect (`--api-key`): sent as
+    /// `Authorization: Bearer …` to them instead of the client's, which never reaches a replica
+    /// when `[auth]` is on.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
 }
 
 impl KubernetesBackendConfig {

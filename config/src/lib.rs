@@ -7,7 +7,9 @@
 mod demo;
 mod duration;
 pub use duration::HumanDuration;
+mod clients;
 mod cluster;
+pub use clients::{AuthConfig, ClientConfig};
 mod gpus;
 pub use gpus::GpusConfig;
 pub mod cron;

@@ -30,6 +30,12 @@ pub struct Config {
     /// without a `gpus` list of their own.
     #[serde(default)]
     pub gpus: crate::GpusConfig,
+    /// Whether clients need an API key (`[auth] required = true`).
+    #[serde(default)]
+    pub auth: crate::AuthConfig,
+    /// Client API keys with the models each may use and its limits, by client name.
+    #[serde(default)]
+    pub clients: BTreeMap<String, crate::ClientConfig>,
 }
 
 /// The event log: kept in memory, optionally appended to a JSONL file.
@@ -530,6 +536,22 @@ pub struct ProcessBackendConfig {
     /// GPU list never leaves replicas unpinned.
     #[serde(default)]
     pub gpus_per_replica: u32,
+    /// Environment variable holding the key the model servers expect (`--api-key`): sent as
+    /// `Authorization: Bearer …` to them instead of the client's, which never reaches a replica
+    /// when `[auth]` is on.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+}
+
+impl BackendConfig {
+    /// The environment variable holding the replicas' own API key, if they need one.
+    pub fn api_key_env(&self) -> Option<&str> {
+        match self {
+            BackendConfig::Process(p) => p.api_key_env.as_deref(),
+            BackendConfig::Static(s) => s.api_key_env.as_deref(),
+            BackendConfig::Kubernetes(k) => k.api_key_env.as_deref(),
+        }
+    }
 }
 
 impl ProcessBackendConfig {
@@ -549,6 +571,11 @@ impl ProcessBackendConfig {
 pub struct StaticBackendConfig {
     /// `http://host:port` of each replica.
     pub urls: Vec<String>,
+    /// Environment variable holding the key the model servers expect (`--api-key`): sent as
+    /// `Authorization: Bearer …` to them instead of the client's, which never reaches a replica
+    /// when `[auth]` is on.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
 }
 
 mod defaults {

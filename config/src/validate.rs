@@ -198,6 +198,11 @@ impl Config {
             p.check(&format!("providers.{name}"), &listeners, &mut c);
         }
         c.errors.extend(self.gpus.problems(&self.deployments));
+        c.errors.extend(crate::clients::problems(
+            &self.auth,
+            &self.clients,
+            &self.deployments,
+        ));
         for error in self.loops(&listeners) {
             if error.field.starts_with("deployments.") {
                 c.errors.push(error);

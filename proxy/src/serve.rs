@@ -100,6 +100,8 @@ pub async fn run(
     check_loops(&config, &bound).map_err(ServeError::Provider)?;
     let providers =
         Arc::new(Providers::from_config(&config).map_err(|e| ServeError::Provider(e.to_string()))?);
+    let clients =
+        crate::control_plane::reload::client_table(&config, None).map_err(ServeError::Provider)?;
 
     let (events, event_sink) = EventLog::start(
         config.events.capacity as usize,
@@ -117,6 +119,7 @@ pub async fn run(
         bound.clone(),
         &providers,
         event_sink.clone(),
+        clients,
     );
     let router = deployments.router().clone();
     let settings = deployments.settings().clone();

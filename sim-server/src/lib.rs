@@ -235,6 +235,23 @@ async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<SimBody
                 "invalid_api_key",
             )
         }
+        // The request's headers as this server got them (tests check what a proxy forwards).
+        (&Method::GET, "/sim/headers") => full(
+            StatusCode::OK,
+            "application/json",
+            serde_json::Value::Object(
+                req.headers()
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.to_string(),
+                            serde_json::Value::from(String::from_utf8_lossy(v.as_bytes())),
+                        )
+                    })
+                    .collect(),
+            )
+            .to_string(),
+        ),
         (&Method::GET, "/v1/models") => full(
             StatusCode::OK,
             "application/json",

@@ -4,6 +4,7 @@
 
 mod audio;
 mod autoscaling;
+mod client_keys;
 mod clients;
 mod control_plane;
 mod data_plane;

@@ -7,6 +7,7 @@
 use crate::data_plane::app::DataPlaneSettings;
 use crate::data_plane::routing::RouteTable;
 use arc_swap::ArcSwap;
+use infergate_clients::ClientTable;
 use infergate_config::Config;
 use infergate_fallback::Providers;
 use infergate_scaler::gpus::SharedGpus;
@@ -24,6 +25,25 @@ pub fn check_loops(config: &Config, bound: &[SocketAddr]) -> Result<(), String> 
         Some(error) => Err(error.to_string()),
         None => Ok(()),
     }
+}
+
+/// The keys a configuration needs from the environment: every client's `key_env` (the table
+/// of clients is built here, keeping the budgets of `previous`'s unchanged clients) and every
+/// `backend.api_key_env`; a missing one is an error naming its field.
+pub fn client_table(
+    config: &Config,
+    previous: Option<&ClientTable>,
+) -> Result<Arc<ClientTable>, String> {
+    for (name, d) in &config.deployments {
+        if let Some(var) = d.backend.api_key_env() {
+            if std::env::var(var).map_or(true, |v| v.is_empty()) {
+                return Err(format!("deployments.{name}.backend.api_key_env: environment variable {var} is not set (it must hold the key the replicas expect)"));
+            }
+        }
+    }
+    ClientTable::build(config, previous)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 /// The deployments running now, and what a reload needs to change them.
@@ -51,6 +71,7 @@ impl Deployments {
         bound: Vec<SocketAddr>,
         providers: &Arc<Providers>,
         events: EventSink,
+        clients: Arc<ClientTable>,
     ) -> Deployments {
         let gpus = SharedGpus::from_config(&config.gpus);
         let mut handles = HashMap::new();
@@ -68,6 +89,7 @@ impl Deployments {
             &config,
             &controllers,
             providers,
+            clients,
         )));
         let settings = Arc::new(ArcSwap::from_pointee(DataPlaneSettings::from_config(
             &config.server,
@@ -121,9 +143,10 @@ impl Deployments {
             .and_then(|c| {
                 check_loops(&c, &self.bound)?;
                 let providers = self.providers.rebuild(&c).map_err(|e| e.to_string())?;
-                Ok((c, providers))
+                let clients = client_table(&c, Some(&self.router.load().clients))?;
+                Ok((c, providers, clients))
             });
-        let (config, providers) = match result {
+        let (config, providers, clients) = match result {
             Ok(ok) => ok,
             Err(reason) => {
                 tracing::error!(path = %path.display(), trigger, reason = %reason, "config reload refused; the running configuration stays");
@@ -138,11 +161,17 @@ impl Deployments {
             }
         };
         self.providers = Arc::new(providers);
-        self.apply(config, self.providers.clone(), trigger);
+        self.apply(config, self.providers.clone(), clients, trigger);
         Ok(())
     }
 
-    fn apply(&mut self, config: Config, providers: Arc<Providers>, trigger: &str) {
+    fn apply(
+        &mut self,
+        config: Config,
+        providers: Arc<Providers>,
+        clients: Arc<ClientTable>,
+        trigger: &str,
+    ) {
         let mut added = Vec::new();
         let mut changed = Vec::new();
         for (name, d) in &config.deployments {
@@ -179,8 +208,12 @@ impl Deployments {
             .filter(|(n, _)| config.deployments.contains_key(*n))
             .map(|(n, h)| (n.clone(), h.controller.clone()))
             .collect::<HashMap<_, _>>();
-        self.router
-            .store(Arc::new(RouteTable::new(&config, &controllers, &providers)));
+        self.router.store(Arc::new(RouteTable::new(
+            &config,
+            &controllers,
+            &providers,
+            clients,
+        )));
         self.settings
             .store(Arc::new(DataPlaneSettings::from_config(&config.server)));
         for name in &removed {

@@ -10,6 +10,7 @@
 //! `upstream`'s).
 
 use crate::data_plane::access_log;
+use crate::data_plane::client_auth::{self, Admitted};
 use crate::data_plane::connection::ConnectionLimits;
 use crate::data_plane::deployment::DeploymentEntry;
 use crate::data_plane::errors::ProxyError;
@@ -140,8 +141,9 @@ impl ProxyApp {
     pub(crate) async fn handle(&self, session: &mut ServerSession, request_id: u64) -> bool {
         let started = Instant::now();
         let mut deployment = None;
+        let mut admitted = None;
         let outcome = match self
-            .route_and_proxy(session, request_id, started, &mut deployment)
+            .route_and_proxy(session, request_id, started, &mut deployment, &mut admitted)
             .await
         {
             Ok(outcome) => outcome,
@@ -159,6 +161,9 @@ impl ProxyApp {
             }
         };
         access_log::record(session, deployment.as_deref(), &outcome, started);
+        if let Some(admitted) = admitted {
+            admitted.finish();
+        }
         outcome.reusable
     }
 
@@ -168,9 +173,15 @@ impl ProxyApp {
         request_id: u64,
         started: Instant,
         routed_to: &mut Option<Arc<DeploymentEntry>>,
+        admitted: &mut Option<Admitted>,
     ) -> Result<Outcome, ProxyError> {
         let table = self.router.load_full();
-        if let Some(outcome) = answer_locally(session, &table).await? {
+        let client = if is_health_check(session.req_header().uri.path()) {
+            None // load balancers check health without a key
+        } else {
+            client_auth::authenticate(session.req_header(), &table.clients)?
+        };
+        if let Some(outcome) = answer_locally(session, &table, client.as_deref()).await? {
             return Ok(outcome);
         }
         let limits = self.settings.load().body;
@@ -181,6 +192,15 @@ impl ProxyApp {
         tracing::Span::current().record("deployment", routed.deployment.name.as_str());
         *routed_to = Some(routed.deployment.clone());
         check_forwardable(session, &routed)?;
+        if let Some(client) = client {
+            let model = routed.model.as_deref();
+            *admitted = Some(client_auth::admit(
+                client,
+                &routed.deployment.name,
+                model,
+                body.len(),
+            )?);
+        }
         let Routed {
             deployment,
             strip_prefix,
@@ -290,8 +310,12 @@ impl ProxyApp {
             hold_server_errors: on_replica_error.is_some(),
             cold_start: cold_start && acquired.queued.is_some(),
             head_sent: held.head_sent,
+            rate_headers: admitted.as_ref().map(|a| a.headers),
         };
-        let forwarded = self.forward(session, &deployment, acquired, plan).await;
+        let usage = admitted.as_mut().map(|a| &mut a.usage);
+        let forwarded = self
+            .forward(session, &deployment, acquired, plan, usage)
+            .await;
         match (forwarded, on_replica_error) {
             (Err(e), Some(fb)) if e.is_replica_error() => {
                 tracing::warn!(deployment = %deployment.name, error = %e, "replica failed before answering; trying the fallback");
@@ -374,6 +398,7 @@ fn answered(result: FallbackResult) -> Result<Option<Outcome>, ProxyError> {
 async fn answer_locally(
     session: &mut ServerSession,
     table: &RouteTable,
+    client: Option<&infergate_clients::Client>,
 ) -> Result<Option<Outcome>, ProxyError> {
     let (body, method_refused) = {
         let req = session.req_header();
@@ -381,13 +406,13 @@ async fn answer_locally(
         let body = if *method != Method::GET {
             None
         } else if path == "/v1/models" || path == "/models" {
-            Some(Bytes::from(table.models_json()))
+            Some(Bytes::from(table.models_json(client)))
         } else if let Some(id) = path.strip_prefix("/v1/models/") {
             let json = table
-                .model_json(id)
+                .model_json(id, client)
                 .ok_or_else(|| ProxyError::ModelNotFound(id.to_string()))?;
             Some(Bytes::from(json))
-        } else if path == "/health" || path == "/healthz" {
+        } else if is_health_check(path) {
             Some(Bytes::from_static(br#"{"status":"ok"}"#))
         } else {
             None
@@ -409,4 +434,9 @@ async fn answer_locally(
         queued: None,
         reusable: ok,
     }))
+}
+
+/// The proxy's own health check (answered without a key).
+fn is_health_check(path: &str) -> bool {
+    path == "/health" || path == "/healthz"
 }

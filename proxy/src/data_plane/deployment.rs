@@ -19,6 +19,8 @@ pub struct DeploymentEntry {
     pub fallback: Option<DeploymentFallback>,
     /// Its Prometheus handles.
     pub metrics: DeploymentMetrics,
+    /// `Bearer <key>` for replicas that need their own key (`backend.api_key_env`).
+    pub replica_authorization: Option<Arc<str>>,
 }
 
 /// A deployment's fallback: its settings, its providers by priority and its ramp-back state.

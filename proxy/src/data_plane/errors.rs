@@ -121,6 +121,20 @@ pub enum ProxyError {
     /// A request body in a content coding the proxy cannot decode.
     #[error("Request bodies with Content-Encoding `{0}` are not supported; send gzip, deflate or an uncompressed body.")]
     UnsupportedEncoding(String),
+    /// `[auth] required = true` and the request carried no key, or one no client has.
+    #[error("{}", if *missing { "You didn't provide an API key. Send it in an Authorization header using Bearer auth (Authorization: Bearer YOUR_KEY) or in an api-key header." } else { "Incorrect API key provided. Ask the operator of this gateway for a valid key." })]
+    InvalidApiKey {
+        /// No key at all (else: an unknown one).
+        missing: bool,
+    },
+    /// The client is over one of its limits (`clients.NAME.requests_per_minute`, …).
+    #[error("Rate limit reached for client `{client}` on {}: limit {}. Please try again in {}.", .refused.kind.name(), .refused.limit, infergate_clients::limits::openai_duration(.refused.retry_after))]
+    RateLimited {
+        /// The client's name.
+        client: String,
+        /// Which limit, and the budgets' state.
+        refused: infergate_clients::limits::Refused,
+    },
     /// The request was already forwarded by an infergate and came back: a routing loop.
     #[error("Loop detected: this request was already forwarded by this infergate (header x-infergate-forwarded). Check that no replica URL or fallback provider leads back to this proxy.")]
     LoopDetected,
@@ -148,6 +162,8 @@ impl ProxyError {
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::ReplicaStatus { .. } => 502,
             ProxyError::LoopDetected => 508,
+            ProxyError::InvalidApiKey { .. } => 401,
+            ProxyError::RateLimited { .. } => 429,
         }
     }
 
@@ -162,8 +178,15 @@ impl ProxyError {
 
     /// OpenAI error `type`.
     pub fn kind(&self) -> &'static str {
+        if let ProxyError::RateLimited { refused, .. } = self {
+            // OpenAI's rate-limit errors name the budget in `type`.
+            return match refused.kind {
+                infergate_clients::limits::LimitKind::Tokens => "tokens",
+                _ => "requests",
+            };
+        }
         match self.status() {
-            400 | 404 | 405 | 408 | 413 | 415 => "invalid_request_error",
+            400 | 401 | 404 | 405 | 408 | 413 | 415 => "invalid_request_error",
             _ => "server_error",
         }
     }
@@ -192,6 +215,8 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::UnsupportedEncoding(_) => "unsupported_content_encoding",
             ProxyError::Deactivated(_) => "deployment_deactivated",
+            ProxyError::InvalidApiKey { .. } => "invalid_api_key",
+            ProxyError::RateLimited { .. } => "rate_limit_exceeded",
         }
     }
 
@@ -201,7 +226,18 @@ impl ProxyError {
             ProxyError::QueueFull { .. } => Some(5),
             ProxyError::ShuttingDown => Some(1),
             ProxyError::Unavailable { retry_after, .. } => Some(*retry_after),
+            ProxyError::RateLimited { refused, .. } => {
+                Some(refused.retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
             _ => None,
+        }
+    }
+
+    /// Headers the error answer carries besides `retry-after` (a rate limit's budgets).
+    pub fn extra_headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            ProxyError::RateLimited { refused, .. } => refused.headers.pairs(),
+            _ => Vec::new(),
         }
     }
 

@@ -34,6 +34,9 @@ pub(crate) struct Forwarding {
     /// A held stream's head already went out (`heartbeat`): the replica's head is not sent,
     /// and an error answer becomes an error event.
     pub(crate) head_sent: bool,
+    /// An authenticated client's budgets (`x-ratelimit-*` on the response); `None` when
+    /// `[auth]` is off.
+    pub(crate) rate_headers: Option<infergate_clients::limits::RateHeaders>,
 }
 
 impl ProxyApp {
@@ -43,6 +46,7 @@ impl ProxyApp {
         deployment: &DeploymentEntry,
         acquired: Acquired,
         plan: Forwarding,
+        mut usage: Option<&mut infergate_clients::usage::UsageScanner>,
     ) -> Result<Outcome, ProxyError> {
         let Forwarding {
             started,
@@ -52,6 +56,7 @@ impl ProxyApp {
             hold_server_errors,
             cold_start,
             head_sent,
+            rate_headers,
         } = plan;
         let config = &deployment.config;
         let pool = deployment.controller.pool();
@@ -129,6 +134,8 @@ impl ProxyApp {
                 strip_headers: &config.upstream.strip_headers,
                 replica: replica.addr(),
                 request_id,
+                drop_client_credentials: rate_headers.is_some(),
+                replica_authorization: deployment.replica_authorization.as_deref(),
             },
         )
         .map_err(|reason| ProxyError::UpstreamFailed {
@@ -187,6 +194,9 @@ impl ProxyApp {
             if cold_start {
                 let _ = response.insert_header("x-infergate-cold-start", "true");
             }
+            for (name, value) in rate_headers.iter().flat_map(|h| h.pairs()) {
+                let _ = response.insert_header(name, value);
+            }
             if session
                 .write_response_header(Box::new(response))
                 .await
@@ -208,6 +218,9 @@ impl ProxyApp {
                 biased;
                 chunk = fast_timeout(idle, upstream.read_body()) => match chunk {
                     Ok(Ok(Some(data))) => {
+                        if let Some(scanner) = usage.as_deref_mut() {
+                            scanner.feed(&data);
+                        }
                         if session.write_response_body(data, false).await.is_err() {
                             tracing::info!(replica = %replica.id, "client disconnected mid-response; cancelling upstream");
                             return Ok(Outcome::client_gone(route, 499, queued));

@@ -19,6 +19,7 @@
 
 pub mod access_log;
 pub mod app;
+pub mod client_auth;
 pub mod connection;
 pub mod deployment;
 pub mod errors;

@@ -46,7 +46,7 @@ pub(crate) async fn respond_error(session: &mut ServerSession, err: &ProxyError)
         }
         return false;
     }
-    let mut extra = Vec::new();
+    let mut extra = err.extra_headers();
     if let Some(secs) = err.retry_after() {
         extra.push(("retry-after", secs.to_string()));
     }

@@ -4,6 +4,7 @@
 
 use crate::data_plane::deployment::{DeploymentEntry, DeploymentFallback};
 use crate::metrics::DeploymentMetrics;
+use infergate_clients::{Client, ClientTable};
 use infergate_config::Config;
 use infergate_fallback::Providers;
 use infergate_scaler::Controller;
@@ -18,6 +19,8 @@ pub struct RouteTable {
     by_model: HashMap<String, usize>,
     by_host: HashMap<String, usize>,
     by_prefix: Vec<(String, usize)>,
+    /// Client API keys and limits (`[auth]`, `[clients]`).
+    pub clients: Arc<ClientTable>,
 }
 
 /// A routing result: the deployment and the upstream path to use.
@@ -34,8 +37,12 @@ impl RouteTable {
         config: &Config,
         controllers: &HashMap<String, Arc<Controller>>,
         providers: &Arc<Providers>,
+        clients: Arc<ClientTable>,
     ) -> Self {
-        let mut table = RouteTable::default();
+        let mut table = RouteTable {
+            clients,
+            ..RouteTable::default()
+        };
         for (name, d) in &config.deployments {
             let Some(controller) = controllers.get(name) else {
                 continue;
@@ -50,6 +57,11 @@ impl RouteTable {
                     .as_ref()
                     .map(|f| DeploymentFallback::new(f, providers)),
                 metrics: DeploymentMetrics::new(name),
+                replica_authorization: d
+                    .backend
+                    .api_key_env()
+                    .and_then(|var| std::env::var(var).ok())
+                    .map(|key| Arc::from(format!("Bearer {key}"))),
             }));
             for model in d.names(name) {
                 table.by_model.insert(model.to_string(), index);
@@ -112,11 +124,12 @@ impl RouteTable {
         })
     }
 
-    /// The `GET /v1/models` body: every deployment with its aliases.
-    pub fn models_json(&self) -> String {
+    /// The `GET /v1/models` body: every deployment (that `client` may use) with its aliases.
+    pub fn models_json(&self, client: Option<&Client>) -> String {
         let data: Vec<_> = self
             .deployments
             .iter()
+            .filter(|d| client.is_none_or(|c| c.may_use(&d.name)))
             .map(|d| {
                 serde_json::json!({
                     "id": d.name, "object": "model", "created": 0, "owned_by": "infergate",
@@ -127,9 +140,11 @@ impl RouteTable {
         serde_json::json!({"object": "list", "data": data}).to_string()
     }
 
-    /// The `GET /v1/models/{id}` body for one model name or alias.
-    pub fn model_json(&self, id: &str) -> Option<String> {
-        let d = self.by_model(id)?;
+    /// The `GET /v1/models/{id}` body for one model name or alias (that `client` may use).
+    pub fn model_json(&self, id: &str, client: Option<&Client>) -> Option<String> {
+        let d = self
+            .by_model(id)
+            .filter(|d| client.is_none_or(|c| c.may_use(&d.name)))?;
         Some(
             serde_json::json!({"id": d.name, "object": "model", "created": 0, "owned_by": "infergate", "aliases": d.config.aliases})
                 .to_string(),

@@ -5,6 +5,7 @@
 //! Everything under `/admin/` needs `Authorization: Bearer <token>` (compared in constant time);
 //! `/healthz` and `/metrics` are open so that probes and scrapers need no secret.
 
+mod clients;
 mod cluster;
 mod patch;
 mod state;
@@ -132,6 +133,9 @@ async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<Body
             json_response(StatusCode::OK, cluster::load(&table))
         }
         (&Method::GET, "/admin/v1/cluster") => json_response(StatusCode::OK, cluster::status()),
+        (&Method::GET, "/admin/v1/clients") => {
+            json_response(StatusCode::OK, clients::list(&table.clients))
+        }
         (&Method::GET, "/admin/v1/openapi.json") => {
             full(StatusCode::OK, "application/json", OPENAPI)
         }

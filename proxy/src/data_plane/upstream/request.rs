@@ -20,6 +20,12 @@ pub struct HeadPlan<'a> {
     pub replica: SocketAddr,
     /// Our request id (sent as `x-request-id` when the client sent none).
     pub request_id: u64,
+    /// The client authenticated with its own key (`[auth]`): `authorization` and `api-key` are
+    /// not forwarded.
+    pub drop_client_credentials: bool,
+    /// `Authorization` value for the replica (`Bearer <backend.api_key_env>`), replacing the
+    /// client's.
+    pub replica_authorization: Option<&'a str>,
 }
 
 /// The HTTP/1.1 request head for `downstream`, ready for the wire.
@@ -36,8 +42,12 @@ pub fn encode(downstream: &RequestHeader, plan: &HeadPlan<'_>) -> Result<Vec<u8>
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
     let named_in_connection = connection_tokens(headers);
+    let drop_credentials = plan.drop_client_credentials || plan.replica_authorization.is_some();
     for (name, value) in headers {
         let n = name.as_str();
+        if drop_credentials && (*name == header::AUTHORIZATION || n == "api-key") {
+            continue;
+        }
         if HOP_BY_HOP_REQUEST_HEADERS.contains(&n)
             || *name == header::CONTENT_LENGTH
             || n == FORWARDED_MARKER
@@ -63,6 +73,9 @@ pub fn encode(downstream: &RequestHeader, plan: &HeadPlan<'_>) -> Result<Vec<u8>
             .authority()
             .map_or_else(|| plan.replica.to_string(), |a| a.to_string());
         line(&mut out, "host", host.as_bytes());
+    }
+    if let Some(value) = plan.replica_authorization {
+        line(&mut out, "authorization", value.as_bytes());
     }
     // Marked, so a replica URL that leads back here (through any number of hops) is cut: 508.
     line(&mut out, FORWARDED_MARKER, marker_value(headers).as_bytes());

@@ -17,6 +17,8 @@ fn plan(body_len: usize, strip_prefix: usize, strip: &[String]) -> HeadPlan<'_> 
         strip_headers: strip,
         replica: "127.0.0.1:9000".parse().unwrap(),
         request_id: 42,
+        drop_client_credentials: false,
+        replica_authorization: None,
     }
 }
 
@@ -117,4 +119,32 @@ fn an_absolute_form_target_becomes_origin_form() {
     let head = encoded(&req, &plan(0, 0, &[]));
     assert!(head.starts_with("GET /v1/models HTTP/1.1\r\n"), "{head}");
     assert!(head.contains("host: api.example\r\n"), "{head}");
+}
+
+#[test]
+fn an_authenticated_clients_key_never_reaches_the_replica_and_the_replicas_own_key_does() {
+    let req = client_request(
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("Authorization", "Bearer sk-client"),
+            ("api-key", "sk-client"),
+            ("x-keep", "1"),
+        ],
+    );
+    let open = encoded(&req, &plan(0, 0, &[]));
+    assert!(open.contains("authorization: Bearer sk-client"), "{open}");
+    let mut p = plan(0, 0, &[]);
+    p.drop_client_credentials = true;
+    let head = encoded(&req, &p);
+    assert!(!head.contains("sk-client"), "{head}");
+    assert!(head.contains("x-keep: 1"));
+    p.replica_authorization = Some("Bearer sk-replica");
+    let head = encoded(&req, &p);
+    assert!(!head.contains("sk-client"), "{head}");
+    assert_eq!(
+        head.matches("authorization: Bearer sk-replica").count(),
+        1,
+        "{head}"
+    );
 }
