@@ -8,7 +8,9 @@ use crate::PortRef;
 use serde::{Deserialize, Serialize};
 
 /// How instances coordinate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterMode {
     /// One instance decides alone (the default).
@@ -19,7 +21,7 @@ pub enum ClusterMode {
 }
 
 /// The `[cluster]` table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// `single` or `kubernetes`.

@@ -53,3 +53,18 @@ impl<'de> Deserialize<'de> for HumanDuration {
             })
     }
 }
+
+impl schemars::JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration as people write it: \"250ms\", \"30s\", \"20m\", \"1h 30m\", \"14days\".",
+            "pattern": "^\\s*(0|([0-9]+\\s*[a-zA-Zµ]+\\s*)+)\\s*$",
+            "examples": ["250ms", "30s", "20m"]
+        })
+    }
+}

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// The kind of workload whose scale subresource infergate drives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 pub enum WorkloadKind {
     /// `apps/v1` Deployment (the default).
     #[default]
@@ -24,7 +26,7 @@ impl WorkloadKind {
 }
 
 /// A container port: by name (`"http"`) or number (`8000`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum PortRef {
     /// The port's number.
@@ -35,7 +37,7 @@ pub enum PortRef {
 
 /// Replicas are the pods of a Kubernetes workload (SPEC §8): the same policy as the process
 /// backend, actuated through `PATCH …/scale`, addresses from EndpointSlices.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesBackendConfig {
     /// Namespace of the workload (default: the namespace infergate runs in, else `default`).

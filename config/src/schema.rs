@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Data-plane listeners and request limits.
@@ -39,7 +39,7 @@ pub struct Config {
 }
 
 /// The event log: kept in memory, optionally appended to a JSONL file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
     /// Events kept in memory (the oldest are dropped).
@@ -62,7 +62,7 @@ impl Default for EventsConfig {
 
 /// An external OpenAI-compatible provider (SPEC §6). Its API key is read from an environment
 /// variable at start, never from the file, and is never written anywhere but its requests.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// Base URL as OpenAI clients take it, e.g. `https://api.openai.com/v1`; a request for
@@ -92,7 +92,7 @@ pub struct ProviderConfig {
 }
 
 /// Situations in which a deployment's requests go to its fallback providers (SPEC §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FallbackWhen {
     /// The deployment is hibernated (the request also counts towards waking it).
@@ -110,7 +110,7 @@ pub enum FallbackWhen {
 }
 
 /// A deployment's fallback to external providers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackConfig {
     /// Provider names (tried by their priority, then in this order).
@@ -127,7 +127,9 @@ pub struct FallbackConfig {
 }
 
 /// What hibernation does to the replicas first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HibernationMode {
     /// Stop them at `idle_after` (the default).
@@ -138,7 +140,7 @@ pub enum HibernationMode {
 }
 
 /// Hibernation of an idle deployment (SPEC §5).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HibernationConfig {
     /// `stop` (replicas stop) or `sleep` (first they sleep: the process stays, its GPU memory
@@ -168,7 +170,7 @@ impl Default for HibernationConfig {
 }
 
 /// Settings of the OpenAI-compatible data plane.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Addresses the proxy accepts client traffic on.
@@ -207,7 +209,7 @@ impl Default for ServerConfig {
 }
 
 /// One downstream listener: plain HTTP/1.1 + h2c, or TLS with ALPN h2/http1.1.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerConfig {
     /// `host:port` to bind; port 0 lets the OS choose (the chosen address is printed).
@@ -229,7 +231,7 @@ impl Default for ListenerConfig {
 }
 
 /// Certificate and key for a TLS listener.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain.
@@ -239,7 +241,7 @@ pub struct TlsConfig {
 }
 
 /// The admin listener: live state, settings changes, events and Prometheus metrics.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `host:port` to bind; empty disables the admin listener.
@@ -260,7 +262,9 @@ impl Default for AdminConfig {
 }
 
 /// Which load signal drives autoscaling (SPEC §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// In-flight plus waiting requests.
@@ -273,7 +277,7 @@ pub enum Metric {
 }
 
 /// Named bundles of settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Preset {
     /// Min 0 and max 1, not changeable: cheap iteration on a model.
@@ -281,7 +285,7 @@ pub enum Preset {
 }
 
 /// One model deployment: its names, autoscaling settings, queue, health check and backend.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     /// Other names clients may put in the `model` field.
@@ -362,7 +366,7 @@ pub struct DeploymentConfig {
 }
 
 /// The replica model `infergate simulate` uses for a deployment (flags override it).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimulateConfig {
     /// Cold start: a duration (`90s`) or `lognormal:median=90s,p99=300s`.
@@ -380,7 +384,7 @@ pub struct SimulateConfig {
 }
 
 /// Routing of requests that carry no `model` field.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteConfig {
     /// Requests whose path starts with this prefix go here; the prefix is stripped upstream.
@@ -406,7 +410,7 @@ impl RouteConfig {
 }
 
 /// Readiness polling of replicas.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// Path answered 2xx by a ready replica.
@@ -439,7 +443,7 @@ impl Default for HealthConfig {
 }
 
 /// The per-deployment FIFO that holds requests while no replica can take them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     /// Longest a request may wait before it is answered 504.
@@ -463,7 +467,7 @@ impl Default for QueueConfig {
 }
 
 /// Timeouts on the way to a replica.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
     /// TCP connect timeout; a failed connect is retried on another replica.
@@ -489,7 +493,7 @@ impl Default for UpstreamConfig {
 }
 
 /// How replicas are stopped.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StopConfig {
     /// Longest wait for a draining replica's in-flight requests to finish.
@@ -508,7 +512,7 @@ impl Default for StopConfig {
 }
 
 /// Where a deployment's replicas come from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BackendConfig {
     /// Child processes started from a command template.
@@ -520,7 +524,7 @@ pub enum BackendConfig {
 }
 
 /// Starts model servers as child processes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessBackendConfig {
     /// Program and arguments; `{port}`, `{replica}`, `{model}` and `{infergate}` (this binary)
@@ -566,7 +570,7 @@ impl ProcessBackendConfig {
 }
 
 /// Routes to model servers someone else runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaticBackendConfig {
     /// `http://host:port` of each replica.

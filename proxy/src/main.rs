@@ -2,13 +2,14 @@
 //! servers. One binary: `serve` (the default), `validate`, `simulate`, `sim-server` and the
 //! admin verbs.
 
+mod cli_tools;
 mod control_plane;
 mod data_plane;
 mod metrics;
 mod serve;
 mod simulate_cmd;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use infergate_config::{demo_config, Config, DEMO_PROVIDER_KEY_ENV, DEMO_PROVIDER_PORT};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +36,20 @@ enum Command {
     Validate {
         /// The TOML file to check.
         file: PathBuf,
+        /// Print the result as JSON: `valid`, and `errors` with `field`, `message`, `allowed`.
+        #[arg(long)]
+        json: bool,
     },
+    /// Tools for the config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the shell completion script (e.g. `infergate completions bash > /etc/bash_completion.d/infergate`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `infergate man | man -l -`).
+    Man,
     /// Run a simulated OpenAI-compatible model server (the demo's and tests' replicas).
     SimServer(infergate_sim_server::SimOptions),
     /// Replay a request trace through the scaling code in virtual time, against Knative, KEDA,
@@ -43,6 +57,12 @@ enum Command {
     Simulate(Box<simulate_cmd::SimulateArgs>),
     #[command(flatten)]
     Admin(control_plane::cli::Verb),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the JSON Schema of the config file (for taplo / Even Better TOML and other editors).
+    Schema,
 }
 
 #[derive(Args, Clone, Default)]
@@ -83,23 +103,10 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Validate { file }) => match Config::load(&file) {
-            Ok(config) => {
-                println!(
-                    "{}: valid ({} deployment(s))",
-                    file.display(),
-                    config.deployments.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{}: invalid configuration", file.display());
-                for line in e.to_string().lines() {
-                    eprintln!("  {line}");
-                }
-                ExitCode::from(2)
-            }
-        },
+        Some(Command::Validate { file, json }) => cli_tools::validate(&file, json),
+        Some(Command::Config(ConfigCommand::Schema)) => cli_tools::schema(),
+        Some(Command::Completions { shell }) => cli_tools::completions(shell, Cli::command()),
+        Some(Command::Man) => cli_tools::man(Cli::command()),
         Some(Command::SimServer(opts)) => {
             init_logging("text");
             match runtime().and_then(|rt| rt.block_on(infergate_sim_server::run(opts))) {

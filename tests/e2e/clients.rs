@@ -104,7 +104,8 @@ async fn rust_openai_client_chat_stream_completions_embeddings_models() {
 }
 
 /// The venv with the official `openai` package (and `prometheus_client`, whose text-format
-/// parser checks `/metrics`), created once under target/.
+/// parser checks `/metrics`, and `jsonschema`, which checks configs against
+/// `infergate config schema`), created once under target/.
 pub fn python() -> PathBuf {
     // Several tests may ask at once; one creates the venv.
     static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -113,7 +114,7 @@ pub fn python() -> PathBuf {
     let py = venv.join("bin/python");
     let ready = py.exists()
         && Command::new(&py)
-            .args(["-c", "import openai, prometheus_client"])
+            .args(["-c", "import openai, prometheus_client, jsonschema"])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
@@ -132,6 +133,7 @@ pub fn python() -> PathBuf {
                 "--disable-pip-version-check",
                 "openai>=1.40",
                 "prometheus_client",
+                "jsonschema",
             ])
             .status()
             .expect("pip install openai");

@@ -86,6 +86,13 @@ impl Proxy {
         args: &[&str],
     ) -> Proxy {
         let dir = scratch_dir();
+        // Never the default 127.0.0.1:8080: tests run side by side (and the README test needs it).
+        let port_zero = "listeners = [{ address = \"127.0.0.1:0\" }]\n";
+        let server = if server.contains("listeners") {
+            server.to_string()
+        } else {
+            format!("{port_zero}{server}")
+        };
         let config = format!("[server]\n{server}\nshutdown_grace = \"20s\"\n[admin]\naddress = \"127.0.0.1:0\"\n{deployments}");
         let path = dir.join("infergate.toml");
         std::fs::write(&path, config).unwrap();

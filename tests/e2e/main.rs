@@ -4,6 +4,7 @@
 
 mod audio;
 mod autoscaling;
+mod cli_conventions;
 mod client_keys;
 mod clients;
 mod control_plane;
