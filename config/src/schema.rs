@@ -318,6 +318,9 @@ pub struct DeploymentConfig {
     /// What load means.
     #[serde(default)]
     pub metric: Metric,
+    /// Where the replicas' Prometheus metrics are and which server wrote them.
+    #[serde(default)]
+    pub metrics: crate::MetricsConfig,
     /// With `metric = "kv_cache_usage"`: the KV-cache fraction one replica should run at.
     #[serde(default = "defaults::kv_cache_target")]
     pub kv_cache_target: f64,

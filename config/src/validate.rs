@@ -473,6 +473,29 @@ impl DeploymentConfig {
             100,
             " (percent)",
         );
+        if !self.metrics.server.supports(self.metric) {
+            let metric = match self.metric {
+                crate::Metric::QueueDepth => "queue_depth",
+                _ => "kv_cache_usage",
+            };
+            c.fail(
+                f("metric"),
+                format!(
+                    "must be \"concurrency\" for metrics.server = \"{}\": it exports no {} (got \"{metric}\")",
+                    self.metrics.server.name(),
+                    if metric == "queue_depth" { "queue-depth metric" } else { "KV-cache metric" },
+                ),
+            );
+        }
+        if !self.metrics.path.starts_with('/') || self.metrics.path.contains([' ', '#']) {
+            c.fail(
+                f("metrics.path"),
+                format!(
+                    "must be a path like \"/metrics\", got {:?}",
+                    self.metrics.path
+                ),
+            );
+        }
         if !(0.01..=1.0).contains(&self.kv_cache_target) {
             c.fail(
                 f("kv_cache_target"),

@@ -63,6 +63,13 @@ pub struct SimOptions {
     /// Answer /metrics with 404, like a model server started without its metrics endpoint.
     #[arg(long)]
     pub no_metrics: bool,
+    /// Whose metric names /metrics uses: vllm, sglang, llamacpp, tgi or tei (as each server
+    /// exports its queue and KV cache).
+    #[arg(long, default_value = "vllm", value_parser = ["vllm", "sglang", "llamacpp", "tgi", "tei"])]
+    pub metrics_flavor: String,
+    /// Path of the Prometheus endpoint.
+    #[arg(long, default_value = "/metrics")]
+    pub metrics_path: String,
     /// Time `POST /wake_up` takes to bring a sleeping model back (vLLM's sleep mode).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub wake_time: Duration,
@@ -196,7 +203,7 @@ async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<SimBody
                 )
             }
         }
-        (&Method::GET, "/metrics") if !state.opts.no_metrics => full(
+        (&Method::GET, p) if p == state.opts.metrics_path && !state.opts.no_metrics => full(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             state.prometheus(),

@@ -101,7 +101,8 @@ impl SimState {
         })
     }
 
-    /// vLLM-named metrics, so autoscaling on `queue_depth` / `kv_cache_usage` can be tested.
+    /// The queue and KV-cache gauges under the names of `--metrics-flavor`'s server, so
+    /// autoscaling on `queue_depth` / `kv_cache_usage` can be tested against each naming.
     pub fn prometheus(&self) -> String {
         let running = self.running.load(Ordering::Acquire);
         let waiting = self.waiting.load(Ordering::Acquire);
@@ -110,20 +111,93 @@ impl SimState {
             n => running as f64 / n as f64,
         };
         let m = &self.opts.model;
-        format!(
-            "# HELP vllm:num_requests_running Number of requests currently running on GPU.\n\
-             # TYPE vllm:num_requests_running gauge\n\
-             vllm:num_requests_running{{model_name=\"{m}\"}} {running}\n\
-             # HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
-             # TYPE vllm:num_requests_waiting gauge\n\
-             vllm:num_requests_waiting{{model_name=\"{m}\"}} {waiting}\n\
-             # HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n\
-             # TYPE vllm:kv_cache_usage_perc gauge\n\
-             vllm:kv_cache_usage_perc{{model_name=\"{m}\"}} {kv}\n\
-             # HELP vllm:gpu_cache_usage_perc GPU KV-cache usage. 1 means 100 percent usage.\n\
-             # TYPE vllm:gpu_cache_usage_perc gauge\n\
-             vllm:gpu_cache_usage_perc{{model_name=\"{m}\"}} {kv}\n"
-        )
+        let gauge = |name: &str, help: &str, labels: &str, value: String| {
+            format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}\n")
+        };
+        let vllm = format!("{{model_name=\"{m}\"}}");
+        match self.opts.metrics_flavor.as_str() {
+            "sglang" => [
+                gauge(
+                    "sglang:num_running_reqs",
+                    "The number of running requests.",
+                    &vllm,
+                    running.to_string(),
+                ),
+                gauge(
+                    "sglang:num_queue_reqs",
+                    "The number of requests in the waiting queue.",
+                    &vllm,
+                    waiting.to_string(),
+                ),
+                gauge(
+                    "sglang:token_usage",
+                    "The token usage.",
+                    &vllm,
+                    kv.to_string(),
+                ),
+            ]
+            .concat(),
+            "llamacpp" => [
+                gauge(
+                    "llamacpp:requests_processing",
+                    "Number of requests processing.",
+                    "",
+                    running.to_string(),
+                ),
+                gauge(
+                    "llamacpp:requests_deferred",
+                    "Number of requests deferred.",
+                    "",
+                    waiting.to_string(),
+                ),
+                gauge(
+                    "llamacpp:kv_cache_usage_ratio",
+                    "KV-cache usage. 1 means 100 percent usage.",
+                    "",
+                    kv.to_string(),
+                ),
+            ]
+            .concat(),
+            "tgi" => gauge(
+                "tgi_queue_size",
+                "Current queue size.",
+                "",
+                waiting.to_string(),
+            ),
+            "tei" => gauge(
+                "te_queue_size",
+                "Current queue size.",
+                "",
+                waiting.to_string(),
+            ),
+            _ => [
+                gauge(
+                    "vllm:num_requests_running",
+                    "Number of requests currently running on GPU.",
+                    &vllm,
+                    running.to_string(),
+                ),
+                gauge(
+                    "vllm:num_requests_waiting",
+                    "Number of requests waiting to be processed.",
+                    &vllm,
+                    waiting.to_string(),
+                ),
+                gauge(
+                    "vllm:kv_cache_usage_perc",
+                    "KV-cache usage. 1 means 100 percent usage.",
+                    &vllm,
+                    kv.to_string(),
+                ),
+                gauge(
+                    "vllm:gpu_cache_usage_perc",
+                    "GPU KV-cache usage. 1 means 100 percent usage.",
+                    &vllm,
+                    kv.to_string(),
+                ),
+            ]
+            .concat(),
+        }
     }
 }
 

@@ -7,21 +7,41 @@ use std::time::{Duration, Instant};
 
 /// The `CUDA_VISIBLE_DEVICES` a process was started with (`None` when unset).
 fn visible_devices(pid: u32) -> Option<String> {
+    env_of(pid, "CUDA_VISIBLE_DEVICES")
+}
+
+/// The value of `name` in the environment a process was started with.
+fn env_of(pid: u32, name: &str) -> Option<String> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{name}=");
     environ
         .split(|b| *b == 0)
         .filter_map(|kv| std::str::from_utf8(kv).ok())
-        .find_map(|kv| kv.strip_prefix("CUDA_VISIBLE_DEVICES="))
+        .find_map(|kv| kv.strip_prefix(prefix.as_str()))
         .map(str::to_string)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gpu_list_pins_one_gpu_per_replica() {
     let proxy = Proxy::start(&format!(
-        "{}gpus = [\"3\", \"5\"]\n",
+        "{}gpus = [\"3\", \"5\"]\nenv = {{ SERVER_HOST = \"127.0.0.1:{{port}}\", REPLICA = \"r{{replica}}\" }}\n",
         sim_deployment("pinned", "min_replicas = 2\nmax_replicas = 2", "--ttft 1ms")
     ));
-    proxy.wait_ready("pinned", 2).await;
+    let state = proxy.wait_ready("pinned", 2).await;
+    // Placeholders are expanded in the environment too (Ollama learns its port from OLLAMA_HOST).
+    let mut hosts: Vec<String> = children(proxy.child.id())
+        .into_iter()
+        .filter_map(|pid| env_of(pid, "SERVER_HOST"))
+        .collect();
+    hosts.sort();
+    let mut addrs: Vec<String> = state["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["addr"].as_str().unwrap().to_string())
+        .collect();
+    addrs.sort();
+    assert_eq!(hosts, addrs);
     let mut devices: Vec<_> = children(proxy.child.id())
         .into_iter()
         .map(visible_devices)

@@ -28,6 +28,7 @@ mod kubernetes_real;
 mod lifecycle;
 mod live_state;
 mod maintenance;
+mod metric_flavors;
 mod queueing;
 mod readme;
 mod reload;

@@ -101,8 +101,14 @@ impl Backend for ProcessBackend {
         let replica_id = format!("{model}-{index}");
         let gpus = self.take_gpus(model, &replica_id)?;
         let mut cmd = Command::new(program);
+        // Placeholders work in the environment too (a server told its port by OLLAMA_HOST).
+        let env = self
+            .config
+            .env
+            .iter()
+            .map(|(k, v)| (k, expand(v, port, index, model, &me)));
         cmd.args(rest)
-            .envs(&self.config.env)
+            .envs(env)
             .env("INFERGATE_REPLICA", index.to_string())
             .env("INFERGATE_PORT", port.to_string())
             .stdin(Stdio::null())

@@ -14,17 +14,25 @@ use std::time::Duration;
 const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest a scrape may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_millis(800);
-/// Where model servers export Prometheus metrics (vLLM, SGLang, TEI, llama.cpp `--metrics`).
-const METRICS_PATH: &str = "/metrics";
 
 impl Controller {
+    /// What replica `id`'s metrics said at the last scrape (`None`: not scraped, or unreadable).
+    pub fn replica_metrics(&self, id: &str) -> Option<crate::load::ReplicaMetrics> {
+        match self.scraped.lock().ok()?.get(id)? {
+            Scraped::Read(m) => Some(*m),
+            _ => None,
+        }
+    }
+
     /// Scrapes every ready replica's metrics once a second while the metric needs them. A replica
     /// that cannot be read is logged once (and once more when it recovers), not on every scrape.
     pub(super) async fn scrape_loop(self: Arc<Self>) {
         let mut stopping = self.stopping.subscribe();
         let mut failing: HashMap<String, String> = HashMap::new();
         loop {
-            if self.config.load().metric != Metric::Concurrency {
+            let config = self.config.load_full();
+            if config.metric != Metric::Concurrency {
+                let path = config.metrics.path.as_str();
                 let replicas = self.pool.replicas();
                 let ready: Vec<_> = replicas
                     .iter()
@@ -33,7 +41,7 @@ impl Controller {
                 let results = futures_util::future::join_all(
                     ready
                         .iter()
-                        .map(|r| scrape::scrape(r.addr(), METRICS_PATH, SCRAPE_TIMEOUT)),
+                        .map(|r| scrape::scrape(r.addr(), path, SCRAPE_TIMEOUT)),
                 )
                 .await;
                 let mut fresh = HashMap::new();

@@ -20,6 +20,11 @@ pub fn deployment_state(d: &crate::data_plane::deployment::DeploymentEntry) -> V
                 "in_flight": r.in_flight(),
                 "cold_start_ms": r.cold_start().map(|d| d.as_millis() as u64),
                 "gpus": controller.replica_gpus(&r.id),
+                // The replica's own gauges at the last scrape (queue_depth / kv_cache_usage).
+                "metrics": controller.replica_metrics(&r.id).map(|m| json!({
+                    "waiting": m.num_requests_waiting,
+                    "kv_cache_usage": m.kv_cache_usage,
+                })),
             })
         })
         .collect();
