@@ -7,6 +7,7 @@
 
 mod audio;
 mod openai;
+mod responses;
 mod sleep;
 mod state;
 
@@ -271,6 +272,7 @@ async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<SimBody
             openai::generate(state, req, openai::Kind::Completion).await
         }
         (&Method::POST, "/v1/embeddings") => openai::embeddings(state, req).await,
+        (&Method::POST, "/v1/responses") => responses::create(state, req).await,
         (&Method::POST, "/v1/audio/transcriptions" | "/v1/audio/translations") => {
             audio::transcribe(state, req).await
         }

@@ -35,7 +35,7 @@ const WORDS: [&str; 8] = [
 ];
 
 /// The `i`-th generated token: the words over and over, a space before each new sentence.
-fn token(i: u64) -> &'static str {
+pub(crate) fn token(i: u64) -> &'static str {
     let n = WORDS.len() as u64;
     if i >= n && i.is_multiple_of(n) {
         " Hello"
@@ -45,7 +45,7 @@ fn token(i: u64) -> &'static str {
 }
 const MAX_BODY: usize = 256 * 1024 * 1024;
 
-async fn read_json(req: Request<Incoming>) -> Result<Value, Box<Response<SimBody>>> {
+pub(crate) async fn read_json(req: Request<Incoming>) -> Result<Value, Box<Response<SimBody>>> {
     let bytes = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
@@ -68,7 +68,7 @@ async fn read_json(req: Request<Incoming>) -> Result<Value, Box<Response<SimBody
     })
 }
 
-fn prompt_tokens(body: &Value) -> u64 {
+pub(crate) fn prompt_tokens(body: &Value) -> u64 {
     fn words(v: &Value) -> u64 {
         match v {
             Value::String(s) => s.split_whitespace().count() as u64,
@@ -85,7 +85,7 @@ fn prompt_tokens(body: &Value) -> u64 {
 }
 
 /// Takes a processing slot when `--max-concurrency` is set, counting the wait as vLLM's queue.
-async fn admit(state: &Arc<SimState>) -> Option<tokio::sync::SemaphorePermit<'_>> {
+pub(crate) async fn admit(state: &Arc<SimState>) -> Option<tokio::sync::SemaphorePermit<'_>> {
     let slots = state.slots.as_ref()?;
     state.waiting.fetch_add(1, Ordering::AcqRel);
     let permit = slots.acquire().await.ok();
@@ -93,11 +93,11 @@ async fn admit(state: &Arc<SimState>) -> Option<tokio::sync::SemaphorePermit<'_>
     permit
 }
 
-fn should_fail(state: &SimState) -> bool {
+pub(crate) fn should_fail(state: &SimState) -> bool {
     state.opts.fail_rate > 0.0 && rand::random::<f64>() < state.opts.fail_rate
 }
 
-fn with_seq(mut resp: Response<SimBody>, seq: u64) -> Response<SimBody> {
+pub(crate) fn with_seq(mut resp: Response<SimBody>, seq: u64) -> Response<SimBody> {
     if let Ok(v) = seq.to_string().parse() {
         resp.headers_mut().insert("x-sim-seq", v);
     }
@@ -106,7 +106,7 @@ fn with_seq(mut resp: Response<SimBody>, seq: u64) -> Response<SimBody> {
 
 /// Waits `d` — unless it is (next to) nothing: tokio's timer rounds every sleep up to its next
 /// millisecond tick, which would put a 1 ms floor under a server configured to answer at once.
-async fn pause(d: Duration) {
+pub(crate) async fn pause(d: Duration) {
     if d >= Duration::from_micros(50) {
         tokio::time::sleep(d).await;
     }

@@ -32,6 +32,7 @@ mod metric_flavors;
 mod queueing;
 mod readme;
 mod reload;
+mod responses_api;
 mod schedules;
 mod sim_sleep;
 mod simulate;
