@@ -65,6 +65,30 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "infergate_scaling_events_total",
         "Events of the event log, by deployment and type."
     );
+    describe_gauge!(
+        "infergate_replica_seconds_total",
+        "Replica-seconds so far, by deployment and state (starting, ready, draining, sleeping)."
+    );
+    describe_gauge!(
+        "infergate_gpu_seconds_total",
+        "GPU-seconds so far (replica-seconds awake × gpus_per_replica), by deployment."
+    );
+    describe_gauge!(
+        "infergate_cost_usd_total",
+        "What the GPU-seconds cost so far at gpu_hour_price, by deployment."
+    );
+    describe_counter!(
+        "infergate_client_requests_total",
+        "Requests admitted per client API key ([clients.NAME])."
+    );
+    describe_counter!(
+        "infergate_client_tokens_total",
+        "Tokens per client, by kind (prompt, completion)."
+    );
+    describe_counter!(
+        "infergate_client_rate_limited_total",
+        "Requests refused with 429 per client, by limit."
+    );
     describe_gauge!("infergate_connections_open", "Client connections open now.");
     describe_counter!(
         "infergate_connections_refused_total",

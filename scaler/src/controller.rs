@@ -466,6 +466,7 @@ impl Controller {
             report.scale_up_latency = latency;
             state.report = Some(report);
             export_replica_seconds(&self.name, &state.exported, &accounted);
+            export_cost(&self.name, &config, &accounted);
             state.exported = accounted;
         }
     }
@@ -538,6 +539,19 @@ impl ControllerHandle {
         for t in self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Publishes what the replicas cost so far: `infergate_gpu_seconds_total{deployment}` (replica
+/// seconds, asleep excluded, × `gpus_per_replica`) and, with `gpu_hour_price`,
+/// `infergate_cost_usd_total{deployment}` (running totals, exported as gauges).
+fn export_cost(name: &str, config: &DeploymentConfig, seconds: &ReplicaSeconds) {
+    let gpus = config.gpus_per_replica();
+    metrics::gauge!("infergate_gpu_seconds_total", "deployment" => name.to_string())
+        .set(seconds.gpu_seconds(gpus));
+    if let Some(price) = config.gpu_hour_price {
+        metrics::gauge!("infergate_cost_usd_total", "deployment" => name.to_string())
+            .set(seconds.cost_usd(gpus, price));
     }
 }
 

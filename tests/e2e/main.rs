@@ -19,6 +19,7 @@ mod fake_upstream;
 mod fallback;
 mod gpu_pool;
 mod gpus;
+mod grafana_dashboard;
 mod harness;
 mod heartbeats;
 mod hibernation;

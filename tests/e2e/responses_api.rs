@@ -44,7 +44,10 @@ async fn the_python_clients_responses_create_goes_through_whole_and_streamed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let route = r.headers()["x-infergate-route"].to_str().unwrap().to_string();
+    let route = r.headers()["x-infergate-route"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(route.starts_with("replica/chat-"), "{route}");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["object"], "response");
