@@ -87,10 +87,14 @@ pub async fn connect(addr: &str) -> Option<Sender> {
     Some(sender)
 }
 
+/// The client key every request carries (`infergate-keys` checks it; the others ignore it).
+pub const BENCH_AUTHORIZATION: &str = "Bearer bench-key";
+
 /// A chat completion POST with `body` for the server at `addr`.
 pub fn request(addr: &str, body: &Bytes) -> Request<Full<Bytes>> {
     Request::post("/v1/chat/completions")
         .header("host", addr)
+        .header("authorization", BENCH_AUTHORIZATION)
         .header("content-type", "application/json")
         .body(Full::new(body.clone()))
         .unwrap_or_else(|e| panic!("bench request: {e}"))

@@ -31,7 +31,8 @@ struct Opts {
     /// The virtualenv holding vllm-router and litellm (bench.sh makes it).
     #[arg(long, default_value = "target/bench-venv")]
     venv: PathBuf,
-    /// Only these targets (comma-separated: direct,infergate,nginx,haproxy,vllm-router,litellm).
+    /// Only these targets (comma-separated: direct,infergate,infergate-keys,nginx,haproxy,
+    /// vllm-router,litellm; `infergate-keys` is infergate with `[auth]` on).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
     /// Concurrent keep-alive connections at saturation.
@@ -76,12 +77,30 @@ fn sim_server(infergate: &Path, tokens_per_s: &str) -> (Running, String) {
     (running, url.trim_start_matches("http://").to_string())
 }
 
+/// `[auth]` with one client whose key the load sends (`load::BENCH_AUTHORIZATION`), its limits set high
+/// enough never to refuse, so every request pays for the key check, the budgets and the usage
+/// scan: the per-key overhead.
+const KEYS: &str = "[auth]\nrequired = true\n[clients.bench]\n\
+    key_sha256 = \"b0962662e937d44c699c8305d90cbf190b3150c59b13863d1380b5cc3c711bb7\"\n\
+    requests_per_minute = 1000000000\ntokens_per_minute = 4294967295\n";
+
 fn infergate(binary: &Path, log: &str, upstream: &str, dir: &Path, tag: &str) -> (Running, String) {
+    infergate_with(binary, log, upstream, dir, tag, "")
+}
+
+fn infergate_with(
+    binary: &Path,
+    log: &str,
+    upstream: &str,
+    dir: &Path,
+    tag: &str,
+    extra: &str,
+) -> (Running, String) {
     let config = dir.join(format!("infergate-{tag}.toml"));
     let mut f = std::fs::File::create(&config).expect("config");
     write!(
         f,
-        "[server]\nlisteners = [{{ address = \"127.0.0.1:0\" }}]\n[admin]\naddress = \"\"\n\
+        "[server]\nlisteners = [{{ address = \"127.0.0.1:0\" }}]\n[admin]\naddress = \"\"\n{extra}\
          [deployments.bench]\n[deployments.bench.backend]\ntype = \"static\"\nurls = [\"http://{upstream}\"]\n"
     )
     .expect("write config");
@@ -123,6 +142,19 @@ fn targets(opts: &Opts, upstream: &str, dir: &Path, tag: &str, litellm: bool) ->
         push(
             "infergate",
             Some(infergate(&opts.infergate, "warn", upstream, dir, tag)),
+        );
+    }
+    if wanted("infergate-keys") {
+        push(
+            "infergate-keys",
+            Some(infergate_with(
+                &opts.infergate,
+                "warn",
+                upstream,
+                dir,
+                &format!("{tag}-keys"),
+                KEYS,
+            )),
         );
     }
     let peer_dir = dir.join(tag);
