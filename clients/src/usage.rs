@@ -16,26 +16,50 @@ const CARRY: usize = 48;
 
 /// Finds `"prompt_tokens": N` / `"completion_tokens": N` (Chat and Completions) and
 /// `"input_tokens"` / `"output_tokens"` (Responses) in a response, the last of each winning.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UsageScanner {
-    carry: Vec<u8>,
+    /// The last bytes of the previous chunk (no allocation per chunk).
+    carry: [u8; CARRY],
+    carried: usize,
     /// Prompt tokens, once reported.
     pub prompt: Option<u32>,
     /// Completion tokens, once reported.
     pub completion: Option<u32>,
 }
 
+impl Default for UsageScanner {
+    fn default() -> Self {
+        UsageScanner {
+            carry: [0; CARRY],
+            carried: 0,
+            prompt: None,
+            completion: None,
+        }
+    }
+}
+
 impl UsageScanner {
     /// Reads one chunk of the response body.
     pub fn feed(&mut self, chunk: &[u8]) {
-        if !self.carry.is_empty() {
-            let mut joined = std::mem::take(&mut self.carry);
-            joined.extend_from_slice(&chunk[..chunk.len().min(CARRY)]);
-            self.scan(&joined);
+        if self.carried > 0 {
+            // A count split across the boundary: the previous chunk's tail with this one's head.
+            let head = chunk.len().min(CARRY);
+            let mut joined = [0u8; 2 * CARRY];
+            joined[..self.carried].copy_from_slice(&self.carry[..self.carried]);
+            joined[self.carried..self.carried + head].copy_from_slice(&chunk[..head]);
+            let len = self.carried + head;
+            self.scan(&joined[..len]);
         }
         self.scan(chunk);
-        self.carry
-            .extend_from_slice(&chunk[chunk.len().saturating_sub(CARRY)..]);
+        // Keep the last CARRY bytes seen (this chunk's, topped up from the carry if it is short).
+        let mut kept = [0u8; CARRY];
+        let from_chunk = chunk.len().min(CARRY);
+        let from_carry = (CARRY - from_chunk).min(self.carried);
+        kept[..from_carry].copy_from_slice(&self.carry[self.carried - from_carry..self.carried]);
+        kept[from_carry..from_carry + from_chunk]
+            .copy_from_slice(&chunk[chunk.len() - from_chunk..]);
+        self.carry = kept;
+        self.carried = from_carry + from_chunk;
     }
 
     fn scan(&mut self, buf: &[u8]) {
@@ -116,6 +140,16 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn tiny_chunks_are_carried_over_too() {
+        let body = br#"data: {"usage":{"prompt_tokens":9,"completion_tokens":77}}"#;
+        let mut s = UsageScanner::default();
+        for b in body.chunks(3) {
+            s.feed(b);
+        }
+        assert_eq!((s.prompt, s.completion), (Some(9), Some(77)));
     }
 
     #[test]
