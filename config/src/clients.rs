@@ -39,6 +39,10 @@ pub struct ClientConfig {
     /// Requests in flight at once (none: unlimited).
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// The queue band of its requests (`high`, `normal`, `low`) when they wait; a request's
+    /// `x-infergate-priority` header may lower it, never raise it.
+    #[serde(default)]
+    pub priority: crate::Priority,
 }
 
 /// Whether `name` can be an environment variable's name.

@@ -9,6 +9,8 @@ mod duration;
 pub use duration::HumanDuration;
 mod clients;
 mod cluster;
+mod routing;
+pub use routing::{Priority, RoutingPolicy};
 mod metrics_source;
 pub use clients::{AuthConfig, ClientConfig};
 pub use metrics_source::{MetricsConfig, ModelServer};

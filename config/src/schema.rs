@@ -318,6 +318,17 @@ pub struct DeploymentConfig {
     /// What load means.
     #[serde(default)]
     pub metric: Metric,
+    /// How a replica is picked for a request: `least_loaded`, `prefix` or `session`.
+    #[serde(default)]
+    pub routing: crate::RoutingPolicy,
+    /// With `routing = "prefix"`: bytes of prompt text (from the first message on) that make
+    /// the key.
+    #[serde(default = "crate::routing::defaults::prefix_bytes")]
+    pub routing_prefix_bytes: u32,
+    /// With `prefix` or `session`: a replica above this × the mean in-flight passes its keys to
+    /// the next replica of the key's order (bounded loads).
+    #[serde(default = "crate::routing::defaults::load_factor")]
+    pub routing_load_factor: f64,
     /// Where the replicas' Prometheus metrics are and which server wrote them.
     #[serde(default)]
     pub metrics: crate::MetricsConfig,
@@ -457,6 +468,9 @@ pub struct QueueConfig {
     /// time this passes, until a replica answers (0 = off): a load balancer's idle timeout
     /// never cuts a request waiting for a cold start.
     pub heartbeat: HumanDuration,
+    /// Most requests one client (API key, else `user` field) may hold in the queue at once, so
+    /// one cannot fill it for the others (0 = no share: only `max_waiting`).
+    pub max_waiting_per_client: u32,
 }
 
 impl Default for QueueConfig {
@@ -465,6 +479,7 @@ impl Default for QueueConfig {
             max_wait: HumanDuration::secs(600),
             max_waiting: 1000,
             heartbeat: HumanDuration::secs(15),
+            max_waiting_per_client: 0,
         }
     }
 }

@@ -582,6 +582,29 @@ impl DeploymentConfig {
             1_000_000,
             "",
         );
+        c.int_range(
+            &f("queue.max_waiting_per_client"),
+            self.queue.max_waiting_per_client.into(),
+            0,
+            self.queue.max_waiting.into(),
+            " (0 = no per-client share; at most queue.max_waiting)",
+        );
+        c.int_range(
+            &f("routing_prefix_bytes"),
+            self.routing_prefix_bytes.into(),
+            16,
+            1 << 20,
+            " bytes",
+        );
+        if !(1.0..=100.0).contains(&self.routing_load_factor) {
+            c.fail(
+                f("routing_load_factor"),
+                format!(
+                    "must be between 1.0 and 100.0 (× the mean requests in flight), got {}",
+                    self.routing_load_factor
+                ),
+            );
+        }
         c.duration_range(
             &f("upstream.connect_timeout"),
             self.upstream.connect_timeout,

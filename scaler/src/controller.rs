@@ -162,6 +162,7 @@ impl Controller {
         gpus: Option<Arc<crate::gpus::SharedGpus>>,
     ) -> ControllerHandle {
         let pool = ReplicaPool::new(name, config.replica_concurrency);
+        pool.set_max_waiting_per_client(config.queue.max_waiting_per_client);
         let (stopping, _) = watch::channel(false);
         let mut core = LifecycleCore::first_deploy(name, CoreSettings::from_config(&config));
         // Scheduled windows read wall-clock time: the core's time zero is now.
@@ -322,6 +323,8 @@ impl Controller {
         }
         self.pool
             .set_replica_concurrency(config.replica_concurrency);
+        self.pool
+            .set_max_waiting_per_client(config.queue.max_waiting_per_client);
         tracing::info!(deployment = %self.name, min_replicas = config.min_replicas, max_replicas = config.effective_max_replicas(), "settings changed");
         self.events.emit(
             &self.name,

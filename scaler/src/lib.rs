@@ -4,11 +4,13 @@
 //!
 //! Nothing here speaks HTTP to clients; the proxy crate owns the data plane.
 
+pub mod affinity;
 pub mod backend;
 pub mod cluster;
 pub mod controller;
 pub mod ejection;
 pub mod events;
+pub mod fair_line;
 pub mod gpus;
 pub mod health;
 pub mod hibernation;

@@ -6,12 +6,27 @@
 //! load and atomic compare-and-swaps. Requests that must wait go into an unbounded MPSC channel
 //! drained by one dispatcher task, which hands out slots in arrival order as they free up.
 
+use crate::affinity::{self, Affinity, RouteReason};
 use crate::replica::Replica;
 use arc_swap::ArcSwap;
+use infergate_config::Priority;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Notify};
+
+/// What a request brings to the pool besides itself: its routing key, and its band and client
+/// for the queue's order.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Ticket {
+    /// Its prefix or session key (`routing = "prefix"` / `"session"`); none: least loaded.
+    pub affinity: Option<Affinity>,
+    /// Its priority band while it waits.
+    pub priority: Priority,
+    /// Its client (API key, else `user` field; 0: the shared client).
+    pub client: u64,
+}
 
 /// A request that waits for a slot.
 pub(crate) struct Waiter {
@@ -21,6 +36,17 @@ pub(crate) struct Waiter {
     pub(crate) counted: Arc<AtomicBool>,
     /// Back in line after its replica refused the connection: served before the others.
     pub(crate) retry: bool,
+    /// Its key, band and client.
+    pub(crate) ticket: Ticket,
+}
+
+impl crate::fair_line::InLine for Waiter {
+    fn band(&self) -> usize {
+        self.ticket.priority.band()
+    }
+    fn client(&self) -> u64 {
+        self.ticket.client
+    }
 }
 
 /// Why a request could not get a slot.
@@ -89,6 +115,10 @@ pub struct ReplicaPool {
     external: AtomicU64,
     /// Set while nothing can answer: waiting requests get it at once instead of `max_wait` later.
     unavailable: ArcSwap<Option<Unavailable>>,
+    /// `queue.max_waiting_per_client` (0: none).
+    per_client_cap: AtomicU32,
+    /// Requests waiting per identified client, kept only while a cap is set (the waiting path).
+    pub(crate) per_client: Mutex<HashMap<u64, u32>>,
 }
 
 /// A request of this deployment being answered by the fallback; counts as load until dropped.
@@ -107,12 +137,18 @@ impl Drop for ExternalDemand {
 pub struct Slot {
     pool: Arc<ReplicaPool>,
     replica: Arc<Replica>,
+    reason: RouteReason,
 }
 
 impl Slot {
     /// The replica this request goes to.
     pub fn replica(&self) -> &Arc<Replica> {
         &self.replica
+    }
+
+    /// Which policy picked it (`x-infergate-route-reason`).
+    pub fn reason(&self) -> RouteReason {
+        self.reason
     }
 }
 
@@ -169,7 +205,19 @@ impl ReplicaPool {
             requests_total: AtomicU64::new(0),
             external: AtomicU64::new(0),
             unavailable: ArcSwap::from_pointee(None),
+            per_client_cap: AtomicU32::new(0),
+            per_client: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// `queue.max_waiting_per_client` (0: no per-client share).
+    pub fn max_waiting_per_client(&self) -> u32 {
+        self.per_client_cap.load(Ordering::Acquire)
+    }
+
+    /// Changes `queue.max_waiting_per_client` (config reload).
+    pub fn set_max_waiting_per_client(&self, cap: u32) {
+        self.per_client_cap.store(cap, Ordering::Release);
     }
 
     /// Requests sent to replicas and not finished.
@@ -308,6 +356,16 @@ impl ReplicaPool {
 
     /// Like [`ReplicaPool::try_acquire`], skipping replicas that just failed for this request.
     pub fn try_acquire_excluding(self: &Arc<Self>, exclude: &[Arc<Replica>]) -> Option<Slot> {
+        self.try_acquire_for(None, exclude)
+    }
+
+    /// Takes a slot for a request with `affinity` (its key's replica, within the load bound;
+    /// see `crate::affinity`), or least loaded without one; skips `exclude`.
+    pub fn try_acquire_for(
+        self: &Arc<Self>,
+        affinity: Option<&Affinity>,
+        exclude: &[Arc<Replica>],
+    ) -> Option<Slot> {
         if self.is_closed() {
             return None;
         }
@@ -322,6 +380,16 @@ impl ReplicaPool {
                 && (limit == 0 || r.in_flight() < limit)
                 && !exclude.iter().any(|x| std::ptr::eq(x.as_ref(), r))
         };
+        if let Some(affinity) = affinity {
+            // Retry on a lost race: the choice is made again on the new counts.
+            for _ in 0..n {
+                let (r, reason) = affinity::choose(&replicas, affinity, eligible)?;
+                if r.try_take(limit) {
+                    return Some(self.grant(r.clone(), reason));
+                }
+            }
+            return None;
+        }
         if n >= 2 {
             let a = rand::random_range(0..n);
             let mut b = rand::random_range(0..n - 1);
@@ -338,7 +406,7 @@ impl ReplicaPool {
                     ra
                 };
                 if r.try_take(limit) {
-                    return Some(self.grant(r.clone()));
+                    return Some(self.grant(r.clone(), RouteReason::LeastLoaded));
                 }
             }
         }
@@ -349,18 +417,19 @@ impl ReplicaPool {
                 .filter(|r| eligible(r))
                 .min_by_key(|r| r.in_flight())?;
             if best.try_take(limit) {
-                return Some(self.grant(best.clone()));
+                return Some(self.grant(best.clone(), RouteReason::LeastLoaded));
             }
         }
         None
     }
 
-    fn grant(self: &Arc<Self>, replica: Arc<Replica>) -> Slot {
+    fn grant(self: &Arc<Self>, replica: Arc<Replica>, reason: RouteReason) -> Slot {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.requests_total.fetch_add(1, Ordering::Relaxed);
         Slot {
             pool: self.clone(),
             replica,
+            reason,
         }
     }
 }

@@ -201,11 +201,27 @@ impl ProxyApp {
                 body.len(),
             )?);
         }
+        let header = |name: &str| {
+            session
+                .req_header()
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+        };
+        let ticket = crate::data_plane::routing_key::ticket(
+            &routed.deployment.config,
+            &body,
+            header("x-session-id"),
+            routed.user.as_deref(),
+            header("x-infergate-priority"),
+            admitted.as_ref().map(Admitted::client),
+        );
         let Routed {
             deployment,
             strip_prefix,
             model,
             stream,
+            ..
         } = routed;
 
         let controller = &deployment.controller;
@@ -265,7 +281,14 @@ impl ProxyApp {
         let acquired = match overload_wait(fallback, max_wait) {
             // No heartbeats while the fallback may still answer: its head must be its own.
             Some(wait) => match self
-                .acquire(session, &deployment, wait, Duration::ZERO, &mut held)
+                .acquire(
+                    session,
+                    &deployment,
+                    wait,
+                    Duration::ZERO,
+                    &mut held,
+                    ticket,
+                )
                 .await
             {
                 Err(ProxyError::QueueTimeout { .. }) => {
@@ -284,13 +307,13 @@ impl ProxyApp {
                         }
                     }
                     let left = max_wait.saturating_sub(wait);
-                    self.acquire(session, &deployment, left, heartbeat, &mut held)
+                    self.acquire(session, &deployment, left, heartbeat, &mut held, ticket)
                         .await?
                 }
                 other => other?,
             },
             None => {
-                self.acquire(session, &deployment, max_wait, heartbeat, &mut held)
+                self.acquire(session, &deployment, max_wait, heartbeat, &mut held, ticket)
                     .await?
             }
         };
@@ -343,26 +366,27 @@ impl ProxyApp {
         max_wait: Duration,
         heartbeat: Duration,
         held: &mut Held,
+        ticket: infergate_scaler::pool::Ticket,
     ) -> Result<Option<Acquired>, ProxyError> {
         if !heartbeat.is_zero() {
             // The common case first, as `pool.acquire` does it: a free slot and nobody waiting
             // needs no heartbeat timer.
             let pool = deployment.controller.pool();
             if pool.waiting() == 0 && !pool.is_closed() {
-                if let Some(slot) = pool.try_acquire() {
+                if let Some(slot) = pool.try_acquire_for(ticket.affinity.as_ref(), &[]) {
                     return Ok(Some(Acquired { slot, queued: None }));
                 }
             }
             // Boxed: only held streams carry its state.
             return Box::pin(acquire_with_heartbeats(
-                session, deployment, max_wait, heartbeat, held,
+                session, deployment, max_wait, heartbeat, held, ticket,
             ))
             .await;
         }
         let config = &deployment.config;
         let pool = deployment.controller.pool();
         let result = tokio::select! {
-            r = pool.acquire(max_wait, config.queue.max_waiting.into()) => r,
+            r = pool.acquire_for(max_wait, config.queue.max_waiting.into(), ticket) => r,
             _ = session.read_body_or_idle(true) => return Ok(None),
         };
         result

@@ -98,6 +98,11 @@ pub(crate) fn admit(
 }
 
 impl Admitted {
+    /// The client's name and queue priority.
+    pub(crate) fn client(&self) -> (&str, infergate_config::Priority) {
+        (&self.client.name, self.client.config().priority)
+    }
+
     /// The request is over: its tokens are counted (the model's own counts where it gave them).
     pub(crate) fn finish(self) {
         let prompt = self.usage.prompt.unwrap_or(self.estimated_prompt);

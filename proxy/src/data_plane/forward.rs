@@ -188,6 +188,7 @@ impl ProxyApp {
             }
         } else {
             let _ = response.insert_header("x-infergate-route", route.as_str());
+            let _ = response.insert_header("x-infergate-route-reason", slot.reason().name());
             if let Some(q) = queued {
                 let _ = response.insert_header("x-infergate-queued-ms", q.as_millis().to_string());
             }

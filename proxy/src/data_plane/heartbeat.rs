@@ -35,10 +35,11 @@ pub(crate) async fn acquire_with_heartbeats(
     max_wait: Duration,
     every: Duration,
     held: &mut Held,
+    ticket: infergate_scaler::pool::Ticket,
 ) -> Result<Option<Acquired>, ProxyError> {
     let pool = deployment.controller.pool();
     let since = Instant::now();
-    let acquire = pool.acquire(max_wait, deployment.config.queue.max_waiting.into());
+    let acquire = pool.acquire_for(max_wait, deployment.config.queue.max_waiting.into(), ticket);
     tokio::pin!(acquire);
     let mut next = since + every;
     loop {

@@ -31,5 +31,6 @@ pub mod request_body;
 pub mod respond;
 pub mod route;
 pub mod routing;
+pub mod routing_key;
 pub mod upstream;
 pub mod workers;

@@ -20,6 +20,9 @@ pub struct ModelField<'a> {
     /// Whether the client asked for a stream of server-sent events.
     #[serde(default)]
     pub stream: bool,
+    /// OpenAI's end-user id (`session` routing and the queue's fairness key).
+    #[serde(borrow, default)]
+    pub user: Option<Cow<'a, str>>,
 }
 
 /// How much body a client may send, and how slowly.

@@ -23,6 +23,8 @@ pub(crate) struct Routed<'b> {
     pub(crate) model: Option<Cow<'b, str>>,
     /// The request asked for a stream (`"stream": true`).
     pub(crate) stream: bool,
+    /// The body's `user` field.
+    pub(crate) user: Option<Cow<'b, str>>,
 }
 
 /// Finds the deployment of a request whose body was read; 404 for an unknown model, 400 for a
@@ -43,6 +45,7 @@ pub(crate) async fn route<'b>(
     };
     let content_type = header_str("content-type");
     let mut stream = false;
+    let mut user = None;
     let model = if body.is_empty() {
         None
     } else if let Some(boundary) = crate::data_plane::multipart::boundary(content_type) {
@@ -56,6 +59,7 @@ pub(crate) async fn route<'b>(
     } else if is_json(content_type) {
         let fields = fields_of(body)?;
         stream = fields.stream;
+        user = fields.user;
         fields.model
     } else {
         None
@@ -89,6 +93,7 @@ pub(crate) async fn route<'b>(
         strip_prefix,
         model,
         stream,
+        user,
     })
 }
 
