@@ -7,6 +7,7 @@
 
 mod audio;
 mod openai;
+mod prefix_cache;
 mod responses;
 mod sleep;
 mod state;
@@ -71,6 +72,15 @@ pub struct SimOptions {
     /// Path of the Prometheus endpoint.
     #[arg(long, default_value = "/metrics")]
     pub metrics_path: String,
+    /// Prompt prefixes the modelled prefix cache holds (0 = no prefix cache).
+    #[arg(long, default_value_t = 256)]
+    pub prefix_cache_size: usize,
+    /// Bytes of prompt text (from the first message on) that make a prefix.
+    #[arg(long, default_value_t = 1024)]
+    pub prefix_bytes: usize,
+    /// Time to first token of a request whose prefix is cached, as a fraction of `--ttft`.
+    #[arg(long, default_value_t = 0.2)]
+    pub prefix_hit_ttft_factor: f64,
     /// Time `POST /wake_up` takes to bring a sleeping model back (vLLM's sleep mode).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub wake_time: Duration,

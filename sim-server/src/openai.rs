@@ -150,6 +150,7 @@ pub(crate) async fn generate(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let prompt = prompt_tokens(&body);
+    let ttft = state.ttft_for(&body);
     let created = SimState::now_unix();
     let id = match kind {
         Kind::Chat => format!("chatcmpl-sim{seq}"),
@@ -159,7 +160,7 @@ pub(crate) async fn generate(
     if !stream {
         let permit = admit(&state).await;
         let guard = RunGuard::new(state.clone());
-        pause(state.opts.ttft + per_token * (max_tokens.saturating_sub(1) as u32)).await;
+        pause(ttft + per_token * (max_tokens.saturating_sub(1) as u32)).await;
         let text: String = (0..max_tokens).map(token).collect();
         let choice = match kind {
             Kind::Chat => {
@@ -201,7 +202,7 @@ pub(crate) async fn generate(
             let v = json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice]});
             Bytes::from(format!("data: {v}\n\n"))
         };
-        pause(state.opts.ttft).await;
+        pause(ttft).await;
         if kind == Kind::Chat
             && tx
                 .send(chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null})))

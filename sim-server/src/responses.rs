@@ -75,6 +75,7 @@ pub(crate) async fn create(state: Arc<SimState>, req: Request<Incoming>) -> Resp
         .clamp(1, 100_000);
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let prompt = prompt_tokens(&body);
+    let ttft = state.ttft_for(&body);
     let usage = json!({
         "input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
         "output_tokens": max_tokens, "output_tokens_details": {"reasoning_tokens": 0},
@@ -87,7 +88,7 @@ pub(crate) async fn create(state: Arc<SimState>, req: Request<Incoming>) -> Resp
     if !stream {
         let permit = admit(&state).await;
         let guard = RunGuard::new(state.clone());
-        pause(state.opts.ttft + per_token * (max_tokens.saturating_sub(1) as u32)).await;
+        pause(ttft + per_token * (max_tokens.saturating_sub(1) as u32)).await;
         let out = response_object(&id, &model, created, "completed", &text, usage);
         guard.finish();
         drop(permit);
@@ -112,7 +113,7 @@ pub(crate) async fn create(state: Arc<SimState>, req: Request<Incoming>) -> Resp
         let item = format!("msg_{id}");
         let start = response_object(&id, &model, created, "in_progress", "", Value::Null);
         let mut events = vec![next("response.created", json!({"response": start}))];
-        pause(state.opts.ttft).await;
+        pause(ttft).await;
         for i in 0..max_tokens {
             events.push(next(
                 "response.output_text.delta",

@@ -27,6 +27,8 @@ pub(crate) struct SimState {
     pub sleeps: AtomicU64,
     /// `POST /wake_up` calls that woke it.
     pub wake_ups: AtomicU64,
+    /// The modelled prefix cache.
+    pub prefix_cache: crate::prefix_cache::PrefixCache,
 }
 
 impl SimState {
@@ -34,7 +36,6 @@ impl SimState {
         let slots =
             (opts.max_concurrency > 0).then(|| Semaphore::new(opts.max_concurrency as usize));
         SimState {
-            opts,
             started: Instant::now(),
             slots,
             running: AtomicU64::new(0),
@@ -48,6 +49,20 @@ impl SimState {
             sleeping: AtomicBool::new(false),
             sleeps: AtomicU64::new(0),
             wake_ups: AtomicU64::new(0),
+            prefix_cache: crate::prefix_cache::PrefixCache::new(opts.prefix_cache_size),
+            opts,
+        }
+    }
+
+    /// Time to first token of a request with this body: shorter when its prefix is cached.
+    pub fn ttft_for(&self, body: &serde_json::Value) -> std::time::Duration {
+        let text = crate::prefix_cache::prefix_text(body, self.opts.prefix_bytes);
+        if self.prefix_cache.lookup(&text) {
+            self.opts
+                .ttft
+                .mul_f64(self.opts.prefix_hit_ttft_factor.clamp(0.0, 1.0))
+        } else {
+            self.opts.ttft
         }
     }
 
@@ -96,9 +111,23 @@ impl SimState {
             "sleeping": self.sleeping.load(Ordering::Acquire),
             "sleeps": self.sleeps.load(Ordering::Acquire),
             "wake_ups": self.wake_ups.load(Ordering::Acquire),
+            "prefix_cache_hits": self.prefix_cache.hits.load(Ordering::Acquire),
+            "prefix_cache_queries": self.prefix_cache.queries.load(Ordering::Acquire),
             // The GPUs it was given, as a model server would use them (null when unset).
             "cuda_visible_devices": std::env::var("CUDA_VISIBLE_DEVICES").ok(),
         })
+    }
+
+    /// The prefix cache's counters under vLLM's names.
+    fn prefix_counters(&self, labels: &str) -> String {
+        let hits = self.prefix_cache.hits.load(Ordering::Acquire);
+        let queries = self.prefix_cache.queries.load(Ordering::Acquire);
+        format!(
+            "# HELP vllm:prefix_cache_queries_total Prefix cache lookups.\n# TYPE vllm:prefix_cache_queries_total counter\n\
+             vllm:prefix_cache_queries_total{labels} {queries}\n\
+             # HELP vllm:prefix_cache_hits_total Prefix cache hits.\n# TYPE vllm:prefix_cache_hits_total counter\n\
+             vllm:prefix_cache_hits_total{labels} {hits}\n"
+        )
     }
 
     /// The queue and KV-cache gauges under the names of `--metrics-flavor`'s server, so
@@ -195,6 +224,7 @@ impl SimState {
                     &vllm,
                     kv.to_string(),
                 ),
+                self.prefix_counters(&vllm),
             ]
             .concat(),
         }
