@@ -75,6 +75,8 @@ pub struct Client {
     /// Its counters (kept across reloads).
     pub stats: Arc<ClientStats>,
     requests_metric: metrics::Counter,
+    prompt_metric: metrics::Counter,
+    completion_metric: metrics::Counter,
 }
 
 impl Client {
@@ -109,14 +111,12 @@ impl Client {
         self.stats
             .prompt_tokens
             .fetch_add(u64::from(prompt), Ordering::Relaxed);
-        metrics::counter!("infergate_client_tokens_total", "client" => self.name.clone(), "kind" => "prompt")
-            .increment(u64::from(prompt));
+        self.prompt_metric.increment(u64::from(prompt));
         if let Some(c) = completion {
             self.stats
                 .completion_tokens
                 .fetch_add(u64::from(c), Ordering::Relaxed);
-            metrics::counter!("infergate_client_tokens_total", "client" => self.name.clone(), "kind" => "completion")
-                .increment(u64::from(c));
+            self.completion_metric.increment(u64::from(c));
             self.limits.completion_tokens(c);
         }
     }
@@ -190,6 +190,8 @@ impl ClientTable {
                         .map(|k| k.stats.clone())
                         .unwrap_or_default(),
                     requests_metric: metrics::counter!("infergate_client_requests_total", "client" => name.clone()),
+                    prompt_metric: metrics::counter!("infergate_client_tokens_total", "client" => name.clone(), "kind" => "prompt"),
+                    completion_metric: metrics::counter!("infergate_client_tokens_total", "client" => name.clone(), "kind" => "completion"),
                 }),
             };
             table.digests.push(digest);
