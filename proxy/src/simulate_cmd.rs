@@ -47,6 +47,16 @@ pub struct SimulateArgs {
     /// Dollars per GPU-hour.
     #[arg(long)]
     gpu_hour_price: Option<f64>,
+    /// How requests are spread over ready replicas (default: the deployment's `routing`);
+    /// `prefix` routes on the trace's `prefix_hash` / `hash_ids`.
+    #[arg(long, value_parser = ["least_loaded", "prefix", "session"])]
+    routing: Option<String>,
+    /// Prompt prefixes each replica's modelled prefix cache holds (0 = none).
+    #[arg(long)]
+    prefix_cache_size: Option<usize>,
+    /// A cached prefix's prefill time as a fraction of an uncached one (0–1).
+    #[arg(long)]
+    prefix_hit_factor: Option<f64>,
     /// Policies to compare.
     #[arg(
         long,
@@ -129,6 +139,12 @@ fn options(args: &SimulateArgs) -> Result<SimOptions, String> {
     {
         return Err("--gpu-hour-price must be a number ≥ 0".into());
     }
+    if args
+        .prefix_hit_factor
+        .is_some_and(|v| !(0.0..=1.0).contains(&v))
+    {
+        return Err("--prefix-hit-factor must be between 0 and 1".into());
+    }
     if args.replica_concurrency == Some(0) {
         return Err("--replica-concurrency must be ≥ 1".into());
     }
@@ -144,6 +160,13 @@ fn options(args: &SimulateArgs) -> Result<SimOptions, String> {
         decode_tps: args.decode_tps,
         replica_concurrency: args.replica_concurrency,
         gpu_hour_price: args.gpu_hour_price,
+        routing: args.routing.as_deref().map(|r| match r {
+            "prefix" => infergate_config::RoutingPolicy::Prefix,
+            "session" => infergate_config::RoutingPolicy::Session,
+            _ => infergate_config::RoutingPolicy::LeastLoaded,
+        }),
+        prefix_cache_size: args.prefix_cache_size,
+        prefix_hit_factor: args.prefix_hit_factor,
     };
     o.policies = PolicyKind::parse_list(&args.policies)?;
     if o.policies.is_empty() {

@@ -68,29 +68,51 @@ pub fn choose<'a>(
     affinity: &Affinity,
     usable: impl Fn(&Replica) -> bool,
 ) -> Option<(&'a Arc<Replica>, RouteReason)> {
-    let in_rotation = || replicas.iter().filter(|r| r.in_rotation());
-    let count = in_rotation().count();
+    let (i, reason) = pick(
+        replicas,
+        affinity,
+        |r| &r.id,
+        |r| r.in_flight(),
+        |r| r.in_rotation(),
+        |r| usable(r),
+    )?;
+    Some((&replicas[i], reason))
+}
+
+/// The same choice over any replica type (the live pool's, the simulator's): each replica's
+/// `id`, requests `in_flight`, whether it is `in_rotation` (counts for the mean) and `usable`.
+/// Returns its index and why.
+pub fn pick<T>(
+    items: &[T],
+    affinity: &Affinity,
+    id: impl Fn(&T) -> &str,
+    in_flight: impl Fn(&T) -> u32,
+    in_rotation: impl Fn(&T) -> bool,
+    usable: impl Fn(&T) -> bool,
+) -> Option<(usize, RouteReason)> {
+    let rotation = || items.iter().enumerate().filter(|(_, r)| in_rotation(r));
+    let count = rotation().count();
     if count == 0 {
         return None;
     }
-    let total: u64 = in_rotation().map(|r| u64::from(r.in_flight())).sum();
+    let total: u64 = rotation().map(|(_, r)| u64::from(in_flight(r))).sum();
     let bound = load_bound(total, count, affinity.load_factor);
-    let fits = |r: &Replica| usable(r) && u64::from(r.in_flight()) < bound;
+    let fits = |r: &T| usable(r) && u64::from(in_flight(r)) < bound;
     // The common case without allocating: the key's own replica.
-    let first = in_rotation().max_by_key(|r| score(affinity.key, &r.id))?;
-    if fits(first) {
+    let (first, own) = rotation().max_by_key(|(_, r)| score(affinity.key, id(r)))?;
+    if fits(own) {
         return Some((first, affinity.reason));
     }
-    let mut order: Vec<&Arc<Replica>> = in_rotation().collect();
-    order.sort_by_key(|r| std::cmp::Reverse(score(affinity.key, &r.id)));
-    if let Some(next) = order.iter().skip(1).find(|r| fits(r)) {
-        return Some((next, RouteReason::Overflow));
+    let mut order: Vec<(usize, &T)> = rotation().collect();
+    order.sort_by_key(|(_, r)| std::cmp::Reverse(score(affinity.key, id(r))));
+    if let Some((next, _)) = order.iter().skip(1).find(|(_, r)| fits(r)) {
+        return Some((*next, RouteReason::Overflow));
     }
     order
         .into_iter()
-        .filter(|r| usable(r))
-        .min_by_key(|r| r.in_flight())
-        .map(|r| (r, RouteReason::Overflow))
+        .filter(|(_, r)| usable(r))
+        .min_by_key(|(_, r)| in_flight(r))
+        .map(|(i, _)| (i, RouteReason::Overflow))
 }
 
 #[cfg(test)]

@@ -72,6 +72,15 @@ pub struct ReplicaModel {
     pub gpus_per_replica: u32,
     /// Dollars per GPU-hour.
     pub gpu_hour_price: f64,
+    /// How requests are spread over ready replicas (`routing`; `prefix` uses a request's
+    /// `prefix_hash` from the trace).
+    pub routing: infergate_config::RoutingPolicy,
+    /// `routing_load_factor`.
+    pub routing_load_factor: f64,
+    /// Prompt prefixes each replica's cache holds (an LRU; 0 = no prefix cache).
+    pub prefix_cache_size: usize,
+    /// A cached prefix's prefill time as a fraction of an uncached one.
+    pub prefix_hit_factor: f64,
     /// Fallback provider: time to first token.
     pub provider_latency: Duration,
     /// Fallback provider: dollars per million tokens (prompt + generated).
@@ -89,6 +98,10 @@ impl Default for ReplicaModel {
             replica_concurrency: 8,
             gpus_per_replica: 1,
             gpu_hour_price: 2.0,
+            routing: infergate_config::RoutingPolicy::LeastLoaded,
+            routing_load_factor: 1.25,
+            prefix_cache_size: 256,
+            prefix_hit_factor: 0.2,
             provider_latency: Duration::from_millis(500),
             provider_price_per_mtok: 1.0,
         }

@@ -64,6 +64,10 @@ pub struct RunResult {
     pub fallback_cost_usd: f64,
     /// Most replicas at once.
     pub peak_replicas: u32,
+    /// Share of the requests with a prompt prefix (`prefix_hash` / `hash_ids`) whose replica
+    /// held it in its prefix cache; absent when the trace has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_hit_rate: Option<f64>,
     /// (seconds, desired replicas) at every change (`--timeline`; not in totals).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub desired_timeline: Option<Vec<(f64, u32)>>,
@@ -113,6 +117,8 @@ fn result(
         },
         fallback_cost_usd: round(m.fallback_cost, 4),
         peak_replicas: m.peak_replicas,
+        prefix_hit_rate: (m.prefix_queries > 0)
+            .then(|| round(m.prefix_hits as f64 / m.prefix_queries as f64, 4)),
         desired_timeline: m.desired_timeline.clone(),
     }
 }
@@ -141,6 +147,8 @@ pub(crate) fn results_of(policy: PolicyKind, _plan: &Plan, pass: &PassResult) ->
         total.fallback += m.fallback;
         total.fallback_cost += m.fallback_cost;
         total.peak_replicas += m.peak_replicas;
+        total.prefix_queries += m.prefix_queries;
+        total.prefix_hits += m.prefix_hits;
     }
     out.push(result(policy, "all".into(), &total, gpu_total, cost_total));
     out
@@ -236,6 +244,14 @@ impl Report {
             for r in &self.results {
                 row(&mut s, r);
             }
+        }
+        for r in self.totals.iter().filter(|r| r.prefix_hit_rate.is_some()) {
+            let _ = writeln!(
+                s,
+                "prefix-cache hit rate under {}: {:.1} %",
+                r.policy,
+                r.prefix_hit_rate.unwrap_or_default() * 100.0
+            );
         }
         let _ = writeln!(
             s,

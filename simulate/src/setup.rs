@@ -26,6 +26,12 @@ pub struct ModelFlags {
     pub replica_concurrency: Option<u32>,
     /// `--gpu-hour-price`.
     pub gpu_hour_price: Option<f64>,
+    /// `--routing`.
+    pub routing: Option<infergate_config::RoutingPolicy>,
+    /// `--prefix-cache-size`.
+    pub prefix_cache_size: Option<usize>,
+    /// `--prefix-hit-factor`.
+    pub prefix_hit_factor: Option<f64>,
 }
 
 /// Everything a simulation needs.
@@ -132,6 +138,8 @@ pub fn spec_for(options: &SimOptions, name: &str) -> Result<Spec, SimError> {
     let mut model = ReplicaModel {
         replica_concurrency: config.replica_concurrency,
         gpus_per_replica: config.gpus_per_replica(),
+        routing: config.routing,
+        routing_load_factor: config.routing_load_factor,
         ..ReplicaModel::default()
     };
     if let Some(price) = config.gpu_hour_price {
@@ -163,6 +171,12 @@ pub fn spec_for(options: &SimOptions, name: &str) -> Result<Spec, SimError> {
         config.replica_concurrency = n;
     }
     model.gpu_hour_price = f.gpu_hour_price.unwrap_or(model.gpu_hour_price);
+    model.routing = f.routing.unwrap_or(model.routing);
+    model.prefix_cache_size = f.prefix_cache_size.unwrap_or(model.prefix_cache_size);
+    model.prefix_hit_factor = f
+        .prefix_hit_factor
+        .unwrap_or(model.prefix_hit_factor)
+        .clamp(0.0, 1.0);
     Ok(Spec {
         name,
         config,

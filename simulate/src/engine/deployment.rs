@@ -33,6 +33,8 @@ pub(crate) struct Waiting {
     pub input: u32,
     pub output: u32,
     pub service: Option<Duration>,
+    /// Its prompt prefix, when the trace gives one.
+    pub prefix: Option<u64>,
 }
 
 /// One deployment's simulated state.
@@ -45,6 +47,8 @@ pub(crate) struct Deployment {
     pub scaler: Box<dyn Scaler>,
     pub queue: VecDeque<Waiting>,
     pub local: Vec<VecDeque<Waiting>>,
+    /// Each replica's prefix cache (most recent first), beside `replicas`.
+    pub caches: Vec<VecDeque<u64>>,
     pub replicas: Vec<SimReplica>,
     pub in_flight: u32,
     pub external: u32,
@@ -77,6 +81,7 @@ impl Deployment {
             scaler,
             queue: VecDeque::new(),
             local: Vec::new(),
+            caches: Vec::new(),
             replicas: Vec::new(),
             in_flight: 0,
             external: 0,
@@ -96,6 +101,7 @@ impl Deployment {
                 served: 0,
             });
             d.local.push(VecDeque::new());
+            d.caches.push(VecDeque::new());
         }
         d
     }
@@ -283,6 +289,7 @@ impl Deployment {
                     served: 0,
                 });
                 self.local.push(VecDeque::new());
+                self.caches.push(VecDeque::new());
                 let cold = self.model.cold_start.sample(&mut self.rng);
                 events.push(
                     now + cold,
@@ -329,6 +336,7 @@ impl Deployment {
     fn stop(&mut self, now: Duration, i: usize) {
         let r = self.replicas.swap_remove(i);
         let local = self.local.swap_remove(i);
+        self.caches.swap_remove(i);
         if r.served == 0 {
             self.measured.over_scale += 1;
         }

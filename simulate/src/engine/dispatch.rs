@@ -4,6 +4,8 @@
 
 use super::deployment::{ms, Deployment, Waiting};
 use super::{Event, EventQueue};
+use infergate_config::RoutingPolicy;
+use infergate_scaler::affinity::{self, Affinity, RouteReason};
 use infergate_scaler::ReplicaState;
 use std::time::Duration;
 
@@ -17,14 +19,24 @@ impl Deployment {
             0 => u32::MAX,
             n => n,
         };
+        let by_prefix = self.model.routing == RoutingPolicy::Prefix && !pin;
         while !self.queue.is_empty() {
-            let best = self
-                .replicas
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.state == ReplicaState::Ready && (pin || r.in_flight < slots))
-                .min_by_key(|(_, r)| (r.in_flight + r.local_queue, r.index))
-                .map(|(i, _)| i);
+            let keyed = self
+                .queue
+                .front()
+                .and_then(|w| w.prefix)
+                .filter(|_| by_prefix);
+            let best = match keyed {
+                // The live pool's choice: the key's replica within the load bound.
+                Some(key) => self.by_prefix(key, slots),
+                None => self
+                    .replicas
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.state == ReplicaState::Ready && (pin || r.in_flight < slots))
+                    .min_by_key(|(_, r)| (r.in_flight + r.local_queue, r.index))
+                    .map(|(i, _)| i),
+            };
             let Some(i) = best else {
                 return;
             };
@@ -41,8 +53,63 @@ impl Deployment {
         }
     }
 
+    /// The replica `key` goes to, as `infergate_scaler::affinity` chooses live.
+    fn by_prefix(&self, key: u64, slots: u32) -> Option<usize> {
+        // (id, in flight, ready) of each replica, in the pool's order.
+        let view: Vec<(String, u32, bool)> = self
+            .replicas
+            .iter()
+            .map(|r| {
+                (
+                    r.index.to_string(),
+                    r.in_flight,
+                    r.state == ReplicaState::Ready,
+                )
+            })
+            .collect();
+        let affinity = Affinity {
+            key,
+            reason: RouteReason::Prefix,
+            load_factor: self.model.routing_load_factor,
+        };
+        affinity::pick(
+            &view,
+            &affinity,
+            |r| &r.0,
+            |r| r.1,
+            |r| r.2,
+            |r| r.2 && r.1 < slots,
+        )
+        .map(|(i, _)| i)
+    }
+
+    /// Whether replica `i` holds `prefix` in its cache (an LRU of `prefix_cache_size`), which
+    /// then holds it as the most recent.
+    fn cached(&mut self, i: usize, prefix: Option<u64>) -> bool {
+        let (Some(prefix), size) = (prefix, self.model.prefix_cache_size) else {
+            return false;
+        };
+        if size == 0 {
+            return false;
+        }
+        let cache = &mut self.caches[i];
+        let hit = match cache.iter().position(|k| *k == prefix) {
+            Some(at) => {
+                cache.remove(at);
+                true
+            }
+            None => false,
+        };
+        cache.push_front(prefix);
+        cache.truncate(size);
+        self.measured.prefix_queries += 1;
+        self.measured.prefix_hits += u64::from(hit);
+        hit
+    }
+
     /// Starts serving `w` on replica `i`: its wait and time to first token are known now.
     pub(super) fn start(&mut self, now: Duration, i: usize, w: Waiting, events: &mut EventQueue) {
+        let hit = self.cached(i, w.prefix);
         let r = &mut self.replicas[i];
         r.in_flight += 1;
         r.served += 1;
@@ -51,7 +118,10 @@ impl Deployment {
         let (prefill, service) = match w.service {
             Some(s) => (Duration::ZERO, s),
             None => {
-                let prefill = self.model.prefill(w.input);
+                let mut prefill = self.model.prefill(w.input);
+                if hit {
+                    prefill = prefill.mul_f64(self.model.prefix_hit_factor);
+                }
                 (prefill, prefill + self.model.decode(w.output, r.in_flight))
             }
         };

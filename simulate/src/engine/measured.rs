@@ -37,4 +37,8 @@ pub struct Measured {
     pub gpus_per_replica: u32,
     /// Dollars per GPU-hour.
     pub gpu_hour_price: f64,
+    /// Requests with a prompt prefix that reached a replica (looked up in its prefix cache).
+    pub prefix_queries: u64,
+    /// Of those, the ones whose replica held their prefix.
+    pub prefix_hits: u64,
 }

@@ -183,6 +183,7 @@ pub(crate) fn run_pass(
             input: a.input_tokens,
             output: a.output_tokens,
             service: a.service,
+            prefix: a.prefix,
         };
         deps[id as usize].arrive(a.at, w, &mut events);
         if plot {

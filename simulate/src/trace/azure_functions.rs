@@ -165,6 +165,7 @@ impl TraceReader for AzureFunctions {
                         input_tokens: 0,
                         output_tokens: 0,
                         service: self.service[f],
+                        prefix: None,
                     }));
                 }
                 None => {

@@ -44,6 +44,12 @@ struct Record<'a> {
     input_tokens: u32,
     #[serde(default)]
     output_tokens: u32,
+    /// The prompt's prefix, as one id.
+    #[serde(default)]
+    prefix_hash: Option<u64>,
+    /// The prompt's prefix blocks (Mooncake's traces): the first one keys the prefix.
+    #[serde(default)]
+    hash_ids: Option<Vec<u64>>,
 }
 
 impl LineTrace {
@@ -158,17 +164,21 @@ impl LineTrace {
         i
     }
 
-    /// Parses the current line: (trace time, model, input, output).
-    fn parse(&mut self) -> Result<(Duration, Option<String>, u32, u32), String> {
+    /// Parses the current line: (trace time, model, input, output, prefix).
+    fn parse(&mut self) -> Result<(Duration, Option<String>, u32, u32, Option<u64>), String> {
         let line = self.buf.trim();
         if self.format == Format::Jsonl {
             let r: Record =
                 serde_json::from_str(line).map_err(|e| format!("not a trace record: {e}"))?;
+            let prefix = r
+                .prefix_hash
+                .or_else(|| r.hash_ids.as_ref().and_then(|ids| ids.first().copied()));
             return Ok((
                 ms(r.t_ms)?,
                 r.model.map(|m| m.into_owned()),
                 r.input_tokens,
                 r.output_tokens,
+                prefix,
             ));
         }
         // Up to 16 columns on the stack: no allocation per line.
@@ -218,6 +228,7 @@ impl LineTrace {
             model,
             int(self.columns.input, "input_tokens")?,
             int(self.columns.output, "output_tokens")?,
+            None,
         ))
     }
 }
@@ -282,7 +293,7 @@ impl TraceReader for LineTrace {
             if self.buf.trim().is_empty() {
                 continue;
             }
-            let (t, model, input_tokens, output_tokens) = match self.parse() {
+            let (t, model, input_tokens, output_tokens, prefix) = match self.parse() {
                 Ok(v) => v,
                 Err(message) => return Some(Err(self.error(message))),
             };
@@ -307,6 +318,7 @@ impl TraceReader for LineTrace {
                 input_tokens,
                 output_tokens,
                 service: None,
+                prefix,
             }));
         }
     }

@@ -27,6 +27,9 @@ pub struct Arrival {
     pub output_tokens: u32,
     /// A fixed service time, when the trace gives one instead of tokens (Azure Functions).
     pub service: Option<Duration>,
+    /// Its prompt prefix (`prefix_hash`, or the first of `hash_ids`): requests sharing one share
+    /// a replica's prefix cache.
+    pub prefix: Option<u64>,
 }
 
 /// A trace that cannot be read: the file, the line and what is wrong.
