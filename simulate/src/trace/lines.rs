@@ -34,6 +34,9 @@ struct Columns {
     output: Option<usize>,
 }
 
+/// A parsed line: (trace time, model, input tokens, output tokens, prompt prefix).
+type Parsed = (Duration, Option<String>, u32, u32, Option<u64>);
+
 /// One JSON Lines record (extra fields ignored).
 #[derive(serde::Deserialize)]
 struct Record<'a> {
@@ -165,7 +168,7 @@ impl LineTrace {
     }
 
     /// Parses the current line: (trace time, model, input, output, prefix).
-    fn parse(&mut self) -> Result<(Duration, Option<String>, u32, u32, Option<u64>), String> {
+    fn parse(&mut self) -> Result<Parsed, String> {
         let line = self.buf.trim();
         if self.format == Format::Jsonl {
             let r: Record =
