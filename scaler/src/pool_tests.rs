@@ -145,3 +145,57 @@ fn ejected_replicas_get_no_requests() {
     a.readmit();
     assert!(pool.try_acquire().is_some());
 }
+
+#[tokio::test]
+async fn one_client_cannot_fill_the_queue_past_its_share() {
+    let pool = ReplicaPool::new("m", 1);
+    pool.set_max_waiting_per_client(2);
+    let ticket = |client| Ticket {
+        client,
+        ..Ticket::default()
+    };
+    let wait = Duration::from_secs(5);
+    let (a1, a2) = (
+        tokio::spawn({
+            let p = pool.clone();
+            async move { p.acquire_for(wait, 100, ticket(7)).await.map(|_| ()) }
+        }),
+        tokio::spawn({
+            let p = pool.clone();
+            async move { p.acquire_for(wait, 100, ticket(7)).await.map(|_| ()) }
+        }),
+    );
+    while pool.waiting() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Its third is refused; another client, and the shared one, still get in line.
+    assert_eq!(
+        pool.acquire_for(wait, 100, ticket(7)).await.err(),
+        Some(AcquireError::QueueFull { waiting: 2 })
+    );
+    let other = tokio::spawn({
+        let p = pool.clone();
+        async move {
+            p.acquire_for(Duration::from_millis(200), 100, ticket(9))
+                .await
+                .map(|_| ())
+        }
+    });
+    let shared = pool
+        .acquire_for(Duration::from_millis(200), 100, Ticket::default())
+        .await;
+    assert_eq!(
+        shared.err(),
+        Some(AcquireError::Timeout(Duration::from_millis(200)))
+    );
+    assert_eq!(
+        other.await.unwrap().err(),
+        Some(AcquireError::Timeout(Duration::from_millis(200)))
+    );
+    a1.abort();
+    a2.abort();
+    let _ = (a1.await, a2.await);
+    // Their places are given back: the client may wait again.
+    assert!(pool.per_client.lock().unwrap().is_empty());
+    assert_eq!(pool.waiting(), 0);
+}
