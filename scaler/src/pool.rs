@@ -58,6 +58,12 @@ pub enum AcquireError {
         /// How many were waiting.
         waiting: u64,
     },
+    /// This client already holds its share of the queue (`queue.max_waiting_per_client`).
+    #[error("this client already has {waiting} requests waiting (queue.max_waiting_per_client)")]
+    ClientShareFull {
+        /// How many of its requests were waiting.
+        waiting: u64,
+    },
     /// No slot freed up within `queue.max_wait`.
     #[error("no replica could take the request within {0:?} (queue.max_wait)")]
     Timeout(Duration),

@@ -97,7 +97,7 @@ impl ReplicaPool {
         };
         let n = per.entry(client).or_insert(0);
         if *n >= cap {
-            return Err(AcquireError::QueueFull {
+            return Err(AcquireError::ClientShareFull {
                 waiting: u64::from(*n),
             });
         }

@@ -171,7 +171,7 @@ async fn one_client_cannot_fill_the_queue_past_its_share() {
     // Its third is refused; another client, and the shared one, still get in line.
     assert_eq!(
         pool.acquire_for(wait, 100, ticket(7)).await.err(),
-        Some(AcquireError::QueueFull { waiting: 2 })
+        Some(AcquireError::ClientShareFull { waiting: 2 })
     );
     let other = tokio::spawn({
         let p = pool.clone();

@@ -49,6 +49,14 @@ pub enum ProxyError {
         /// Requests waiting.
         waiting: u64,
     },
+    /// This client holds its share of the deployment's queue already.
+    #[error("You already have {waiting} requests waiting for deployment `{deployment}` (queue.max_waiting_per_client); retry later.")]
+    ClientQueueFull {
+        /// Deployment name.
+        deployment: String,
+        /// The client's requests waiting.
+        waiting: u64,
+    },
     /// No replica could take the request within `queue.max_wait`.
     #[error("Deployment `{deployment}` had no replica able to take the request within {waited:?} (queue.max_wait).")]
     QueueTimeout {
@@ -153,6 +161,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => 413,
             ProxyError::BodyTimeout { .. } => 408,
             ProxyError::QueueFull { .. }
+            | ProxyError::ClientQueueFull { .. }
             | ProxyError::ShuttingDown
             | ProxyError::Unavailable { .. }
             | ProxyError::Deactivated(_) => 503,
@@ -201,7 +210,7 @@ impl ProxyError {
             ProxyError::BodyTimeout { .. } => "request_timeout",
             ProxyError::BodyTooLarge { .. } => "request_too_large",
             ProxyError::NoRoute { .. } => "unknown_url",
-            ProxyError::QueueFull { .. } => "queue_full",
+            ProxyError::QueueFull { .. } | ProxyError::ClientQueueFull { .. } => "queue_full",
             ProxyError::QueueTimeout { .. } => "queue_timeout",
             ProxyError::ShuttingDown => "shutting_down",
             ProxyError::Unavailable { .. } => "deployment_unavailable",
@@ -223,7 +232,7 @@ impl ProxyError {
     /// Seconds a client should wait before retrying, for 503s.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            ProxyError::QueueFull { .. } => Some(5),
+            ProxyError::QueueFull { .. } | ProxyError::ClientQueueFull { .. } => Some(5),
             ProxyError::ShuttingDown => Some(1),
             ProxyError::Unavailable { retry_after, .. } => Some(*retry_after),
             ProxyError::RateLimited { refused, .. } => {
@@ -259,6 +268,10 @@ impl ProxyError {
         use infergate_scaler::AcquireError;
         match e {
             AcquireError::QueueFull { waiting } => ProxyError::QueueFull {
+                deployment: deployment.to_string(),
+                waiting,
+            },
+            AcquireError::ClientShareFull { waiting } => ProxyError::ClientQueueFull {
                 deployment: deployment.to_string(),
                 waiting,
             },
