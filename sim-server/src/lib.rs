@@ -72,8 +72,9 @@ pub struct SimOptions {
     /// Path of the Prometheus endpoint.
     #[arg(long, default_value = "/metrics")]
     pub metrics_path: String,
-    /// Prompt prefixes the modelled prefix cache holds (0 = no prefix cache).
-    #[arg(long, default_value_t = 256)]
+    /// Prompt prefixes the modelled prefix cache holds (0, the default: no prefix cache, so
+    /// every request takes `--ttft`).
+    #[arg(long, default_value_t = 0)]
     pub prefix_cache_size: usize,
     /// Bytes of prompt text (from the first message on) that make a prefix.
     #[arg(long, default_value_t = 1024)]

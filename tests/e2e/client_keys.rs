@@ -223,36 +223,27 @@ async fn keys_models_limits_and_reload_through_the_real_binary() {
     assert_eq!(header(&h, "x-ratelimit-remaining-tokens"), "0");
     assert!(!header(&h, "x-ratelimit-reset-tokens").is_empty());
 
-    // team-c: one request at a time.
+    // team-c: one request at a time. Its stream is admitted (headers in) before the probe.
+    let (admitted_tx, admitted_rx) = tokio::sync::oneshot::channel();
     let slow = tokio::spawn({
         let url = proxy.url("/v1/chat/completions");
         async move {
-            reqwest::Client::new()
+            let r = reqwest::Client::new()
                 .post(url)
                 .bearer_auth(KEY_C)
-                .json(&crate::harness::chat("slow", true, 12))
+                .json(&crate::harness::chat("slow", true, 20))
                 .send()
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
+                .unwrap();
+            let _ = admitted_tx.send(r.status().as_u16());
+            r.text().await.unwrap()
         }
     });
+    assert_eq!(admitted_rx.await.unwrap(), 200);
     let c = bearer(KEY_C).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let refused = loop {
-        let (status, _, body) =
-            error_code(chat(&proxy, Some((c.0, c.1.as_str())), "chat", 2).await).await;
-        if status == 429 {
-            break body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never refused while one was in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (status, _, refused) =
+        error_code(chat(&proxy, Some((c.0, c.1.as_str())), "chat", 2).await).await;
+    assert_eq!(status, 429, "{refused}");
     assert!(
         refused["error"]["message"]
             .as_str()
