@@ -45,7 +45,7 @@ pub(crate) fn token(i: u64) -> &'static str {
 }
 const MAX_BODY: usize = 256 * 1024 * 1024;
 
-pub(crate) async fn read_json(req: Request<Incoming>) -> Result<Value, Box<Response<SimBody>>> {
+async fn read_json(req: Request<Incoming>) -> Result<Value, Box<Response<SimBody>>> {
     let bytes = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
@@ -93,7 +93,7 @@ pub(crate) async fn admit(state: &Arc<SimState>) -> Option<tokio::sync::Semaphor
     permit
 }
 
-pub(crate) fn should_fail(state: &SimState) -> bool {
+fn should_fail(state: &SimState) -> bool {
     state.opts.fail_rate > 0.0 && rand::random::<f64>() < state.opts.fail_rate
 }
 
@@ -112,32 +112,42 @@ pub(crate) async fn pause(d: Duration) {
     }
 }
 
-/// `/v1/chat/completions` and `/v1/completions`.
-pub(crate) async fn generate(
-    state: Arc<SimState>,
+/// What every generating endpoint does first: number and count the request, read its JSON,
+/// fail it when `--fail-rate` says so; its sequence number, body and model.
+pub(crate) async fn begin(
+    state: &Arc<SimState>,
     req: Request<Incoming>,
-    kind: Kind,
-) -> Response<SimBody> {
+) -> Result<(u64, Value, String), Box<Response<SimBody>>> {
     let seq = state.seq.fetch_add(1, Ordering::AcqRel);
     state.requests.fetch_add(1, Ordering::AcqRel);
-    let body = match read_json(req).await {
-        Ok(b) => b,
-        Err(resp) => return *resp,
-    };
-    if should_fail(&state) {
+    let body = read_json(req).await?;
+    if should_fail(state) {
         state.failed.fetch_add(1, Ordering::AcqRel);
-        return json_error(
+        return Err(Box::new(json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "simulated failure",
             "server_error",
             "simulated_failure",
-        );
+        )));
     }
     let model = body
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or(&state.opts.model)
         .to_string();
+    Ok((seq, body, model))
+}
+
+/// `/v1/chat/completions` and `/v1/completions`.
+pub(crate) async fn generate(
+    state: Arc<SimState>,
+    req: Request<Incoming>,
+    kind: Kind,
+) -> Response<SimBody> {
+    let (seq, body, model) = match begin(&state, req).await {
+        Ok(v) => v,
+        Err(resp) => return *resp,
+    };
     let max_tokens = body
         .get("max_tokens")
         .or_else(|| body.get("max_completion_tokens"))

@@ -2,9 +2,9 @@
 //! or as the typed SSE events the official clients read (`response.created`,
 //! `response.output_text.delta`, `response.output_text.done`, `response.completed`).
 
-use super::openai::{admit, pause, prompt_tokens, read_json, should_fail, token, with_seq};
+use super::openai::{admit, begin, pause, prompt_tokens, token, with_seq};
 use super::state::{RunGuard, SimState};
-use super::{full, json_error, SimBody};
+use super::{full, SimBody};
 use bytes::Bytes;
 use futures_util::stream;
 use http_body_util::{BodyExt, StreamBody};
@@ -12,7 +12,6 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -48,26 +47,10 @@ fn event(kind: &str, data: Value) -> Bytes {
 
 /// `POST /v1/responses`.
 pub(crate) async fn create(state: Arc<SimState>, req: Request<Incoming>) -> Response<SimBody> {
-    let seq = state.seq.fetch_add(1, Ordering::AcqRel);
-    state.requests.fetch_add(1, Ordering::AcqRel);
-    let body = match read_json(req).await {
-        Ok(b) => b,
+    let (seq, body, model) = match begin(&state, req).await {
+        Ok(v) => v,
         Err(resp) => return *resp,
     };
-    if should_fail(&state) {
-        state.failed.fetch_add(1, Ordering::AcqRel);
-        return json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "simulated failure",
-            "server_error",
-            "simulated_failure",
-        );
-    }
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or(&state.opts.model)
-        .to_string();
     let max_tokens = body
         .get("max_output_tokens")
         .and_then(Value::as_u64)

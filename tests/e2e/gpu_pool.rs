@@ -37,16 +37,6 @@ async fn patch(proxy: &Proxy, deployment: &str, body: Value) {
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 }
 
-async fn events(proxy: &Proxy, query: &str) -> Vec<Value> {
-    let v: Value = proxy
-        .admin_get(&format!("/admin/v1/events?{query}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    v["events"].as_array().unwrap().clone()
-}
-
 fn time_of(event: &Value) -> std::time::SystemTime {
     humantime::parse_rfc3339(event["time"].as_str().unwrap()).unwrap()
 }
@@ -128,7 +118,7 @@ async fn an_idle_deployment_gives_its_least_recently_used_gpu_to_a_request_for_a
 
     // The event names both deployments and shows in both logs; the busy replica was never
     // evicted and its stream ends whole.
-    let evicted = events(&proxy, "type=replica_evicted").await;
+    let evicted = proxy.events("type=replica_evicted").await;
     assert_eq!(evicted.len(), 1, "{evicted:#?}");
     let e = &evicted[0];
     assert_eq!(e["deployment"], "a");
@@ -142,13 +132,14 @@ async fn an_idle_deployment_gives_its_least_recently_used_gpu_to_a_request_for_a
         "{e}"
     );
     assert_eq!(
-        events(&proxy, "deployment=b&type=replica_evicted")
+        proxy
+            .events("deployment=b&type=replica_evicted")
             .await
             .len(),
         1
     );
     // Never before the evicted replica had been resident for min_residency.
-    let ready = events(&proxy, "deployment=a&type=replica_ready").await;
+    let ready = proxy.events("deployment=a&type=replica_ready").await;
     let ready_at = ready
         .iter()
         .find(|r| r["description"].as_str().unwrap().starts_with(idle_id))

@@ -171,17 +171,21 @@ impl Proxy {
             .unwrap()
     }
 
-    /// The types of the events the admin API lists for `query` (e.g. `deployment=x`), in order.
-    pub async fn event_types(&self, query: &str) -> Vec<String> {
+    /// The events the admin API lists for `query` (e.g. `deployment=x`), in order.
+    pub async fn events(&self, query: &str) -> Vec<Value> {
         let events: Value = self
             .admin_get(&format!("/admin/v1/events?{query}"))
             .await
             .json()
             .await
             .unwrap();
-        events["events"]
-            .as_array()
-            .unwrap()
+        events["events"].as_array().unwrap().clone()
+    }
+
+    /// The types of the events the admin API lists for `query` (e.g. `deployment=x`), in order.
+    pub async fn event_types(&self, query: &str) -> Vec<String> {
+        self.events(query)
+            .await
             .iter()
             .map(|e| e["type"].as_str().unwrap().to_string())
             .collect()

@@ -201,13 +201,7 @@ impl ProxyApp {
                 body.len(),
             )?);
         }
-        let header = |name: &str| {
-            session
-                .req_header()
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-        };
+        let header = |name: &str| crate::data_plane::route::header(session, name);
         let ticket = crate::data_plane::routing_key::ticket(
             &routed.deployment.config,
             &body,
@@ -333,6 +327,7 @@ impl ProxyApp {
             hold_server_errors: on_replica_error.is_some(),
             cold_start: cold_start && acquired.queued.is_some(),
             head_sent: held.head_sent,
+            authenticated: admitted.is_some(),
             rate_headers: admitted.as_ref().map(|a| a.headers),
         };
         let usage = admitted.as_mut().map(|a| &mut a.usage);

@@ -34,8 +34,9 @@ pub(crate) struct Forwarding {
     /// A held stream's head already went out (`heartbeat`): the replica's head is not sent,
     /// and an error answer becomes an error event.
     pub(crate) head_sent: bool,
-    /// An authenticated client's budgets (`x-ratelimit-*` on the response); `None` when
-    /// `[auth]` is off.
+    /// The client authenticated with its own key (`[auth]`): its credentials are not forwarded.
+    pub(crate) authenticated: bool,
+    /// Its budgets (`x-ratelimit-*` on the response).
     pub(crate) rate_headers: Option<infergate_clients::limits::RateHeaders>,
 }
 
@@ -56,6 +57,7 @@ impl ProxyApp {
             hold_server_errors,
             cold_start,
             head_sent,
+            authenticated,
             rate_headers,
         } = plan;
         let config = &deployment.config;
@@ -134,7 +136,7 @@ impl ProxyApp {
                 strip_headers: &config.upstream.strip_headers,
                 replica: replica.addr(),
                 request_id,
-                drop_client_credentials: rate_headers.is_some(),
+                drop_client_credentials: authenticated,
                 replica_authorization: deployment.replica_authorization.as_deref(),
             },
         )

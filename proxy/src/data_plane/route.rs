@@ -36,13 +36,7 @@ pub(crate) async fn route<'b>(
 ) -> Result<Routed<'b>, ProxyError> {
     let method = &session.req_header().method;
     let path = session.req_header().uri.path();
-    let header_str = |name: &str| {
-        session
-            .req_header()
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-    };
+    let header_str = |name: &str| header(session, name);
     let content_type = header_str("content-type");
     let mut stream = false;
     let mut user = None;
@@ -95,6 +89,15 @@ pub(crate) async fn route<'b>(
         stream,
         user,
     })
+}
+
+/// A request header's value as text (`None` when absent or not visible ASCII).
+pub(crate) fn header<'s>(session: &'s ServerSession, name: &str) -> Option<&'s str> {
+    session
+        .req_header()
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// Refuses what must not reach a replica of the deployment: a path outside `/v1/*` and
